@@ -20,6 +20,8 @@ from uptrain.schema import apply_override, load_dataclass, read_yaml_mapping, se
 from uptrain.train.budget import TokenCount
 
 BUILTIN_PREFIX = "builtin:"
+MAX_SEED = 2**32 - 1  # what torch, numpy and random all accept
+MAX_THREADS = 1024
 
 
 @dataclass
@@ -216,6 +218,13 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
     t = cfg.train
     _positive(f"{where}train.", per_device_batch=t.per_device_batch, grad_accum=t.grad_accum)
     _positive(f"{where}train.", cpu_threads=t.cpu_threads)
+    if t.cpu_threads is not None and t.cpu_threads > MAX_THREADS:
+        raise UptrainError(f"{where}train.cpu_threads must be at most {MAX_THREADS}, not {t.cpu_threads}")
+    seeds = {"train.seed": t.seed, "model.convert.seed": m.convert.seed if m.convert else 0}
+    seeds["model.tiny.seed"] = m.tiny.seed if m.tiny else 0
+    for key, seed in seeds.items():
+        if not 0 <= seed <= MAX_SEED:
+            raise UptrainError(f"{where}{key} must be between 0 and {MAX_SEED}, not {seed}")
     d = cfg.distill
     if not 0 <= d.weight <= 1:
         raise UptrainError(f"{where}distill.weight must be in [0, 1], not {d.weight}")
@@ -241,10 +250,18 @@ def parse_config(raw: dict[str, Any], overrides: list[str] = (), where: str = ""
 def load_config(path: str | Path, overrides: list[str] = ()) -> UptrainConfig:
     """Read, validate and override a YAML config file."""
     path = Path(path)
+    if path.is_dir():
+        raise UptrainError(f"config file {path} is a directory; pass the YAML file to --config")
     if not path.is_file():
         raise UptrainError(f"config file {path} does not exist; check --config")
     where = f"{path}: "
-    return parse_config(read_yaml_mapping(path.read_text(), where), list(overrides), where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UptrainError(f"{where}is not UTF-8 text; pass a YAML file to --config") from None
+    except OSError as exc:
+        raise UptrainError(f"{where}cannot be read ({exc.strerror}); check --config") from None
+    return parse_config(read_yaml_mapping(text, where), list(overrides), where)
 
 
 def dump_config(cfg: UptrainConfig) -> str:

@@ -10,6 +10,7 @@ classes with a `from_config_value` classmethod (e.g. a token count written "2T")
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import math
@@ -93,13 +94,10 @@ def convert_value(tp: Any, value: Any, key: str, where: str) -> Any:
         except (TypeError, ValueError) as exc:
             raise UptrainError(f"{where}{key}: {exc}") from None
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-        try:
+        with contextlib.suppress(ValueError):
             value = float(value)
-        except ValueError:
-            pass
-        else:
-            if not math.isfinite(value):
-                raise UptrainError(f"{where}{key} must be a finite number, not {_show(value)}")
+    if tp is float and isinstance(value, float) and not math.isfinite(value):  # .nan, .inf, 1e999
+        raise UptrainError(f"{where}{key} must be a finite number, not {_show(value)}")
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -175,15 +173,37 @@ def apply_override(cls: type, raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        merges = any(key_node.tag == "tag:yaml.org,2002:merge" for key_node, _ in node.value)
+        for key_node, _ in [] if merges else node.value:  # `<<: *base` then a key overrides on purpose
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: construct_mapping's own error names it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {_show(key)} appears twice", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_mapping(text: str, where: str) -> dict:
-    """A YAML document that must be a mapping (an empty file is an empty mapping)."""
+    """A YAML document that must be a mapping (an empty file is an empty mapping), with no key twice."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise UptrainError(f"{where}is not valid YAML{at} ({problem}); fix the file") from None
+    except RecursionError:
+        raise UptrainError(f"{where}is nested too deeply to be a config; fix the file") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -24,8 +24,10 @@ def parse_tokens(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"a token count must be a number such as 2000000 or '2T', not {value!r}")
     if isinstance(value, int):
-        number = float(value)
-    elif isinstance(value, float):
+        if value < 0:
+            raise ValueError(f"a token count must be a whole number >= 0, not {value!r}")
+        return value
+    if isinstance(value, float):
         number = value
     else:
         m = _TOKENS.match(str(value))
