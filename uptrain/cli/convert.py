@@ -90,7 +90,9 @@ def convert(
         from uptrain.verify import verify_conversion
 
         elem = torch.empty((), dtype=getattr(torch, result.dtype)).element_size()
-        v = verify_conversion(source.model_path, out, elem, gguf_file=source.gguf_file)
+        v = verify_conversion(
+            source.model_path, out, elem, gguf_file=source.gguf_file, allow_pickle=allow_pickle
+        )
         table = Table(title="verify (float32, same prompt)")
         for col in ("max |logit diff|", "same top-1", "KV bytes/token source", "KV bytes/token output"):
             table.add_column(col, justify="right")

@@ -15,6 +15,8 @@ from uptrain.errors import UptrainError
 
 
 def _check_output(path: Path | None, flag: str) -> None:
+    if path is not None and path.is_dir():
+        raise UptrainError(f"{flag} {path} is a directory; name a file in it, e.g. {path / 'report'}")
     if path is not None and not path.parent.is_dir():
         raise UptrainError(f"{flag} {path}: the folder {path.parent} does not exist; create it first")
 
@@ -55,6 +57,9 @@ def eval_command(
     allow_pickle: bool = typer.Option(
         False, "--allow-pickle", help="Load pickled .bin weights (trusted only)."
     ),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Run a checkpoint's own Python code (auto_map; trusted only)."
+    ),
 ) -> None:
     """Perplexity of each MODEL on the same tokens, and what fewer KV heads buy (cache size, decode speed)."""
     import datasets
@@ -63,6 +68,7 @@ def eval_command(
     from uptrain.atomic import atomic_write_text
     from uptrain.data import DEFAULT_CONFIG, DEFAULT_DATASET, TextSource, load_documents
     from uptrain.evaluate import EvalSettings, evaluate_checkpoints, report_table, resolve_checkpoint
+    from uptrain.evaluate.report import check_device
     from uptrain.evaluate.table import caption, title, to_markdown
     from uptrain.models import resolve_dtype
 
@@ -75,16 +81,17 @@ def eval_command(
     _check_output(json_path, "--json")
     _check_output(markdown_path, "--markdown")
     resolve_dtype(dtype)
+    check_device(device)
     if dataset_config is None and dataset == DEFAULT_DATASET:
         dataset_config = DEFAULT_CONFIG
-    checkpoints = [resolve_checkpoint(m, allow_pickle=allow_pickle) for m in models]
+    checkpoints = [resolve_checkpoint(m, allow_pickle, trust_remote_code) for m in models]
     source = TextSource(dataset, dataset_config, split, text_column)
     documents = load_documents(source)
     shared_tokenizer = None
     if tokenizer is not None:
         from uptrain.models import load_tokenizer
 
-        shared_tokenizer = load_tokenizer(tokenizer)
+        shared_tokenizer = load_tokenizer(tokenizer, trust_remote_code)
     settings = EvalSettings(
         window=window,
         stride=stride,

@@ -24,12 +24,18 @@ def train_command(
     print_config: bool = typer.Option(
         False, "--print-config", help="Print the resolved config (every field) and exit."
     ),
+    trust_remote_code: bool = typer.Option(
+        False,
+        "--trust-remote-code",
+        help="Run the checkpoint's own Python code (auto_map; trusted only): model.trust_remote_code.",
+    ),
 ) -> None:
     """Uptrain a converted checkpoint on a compute budget (resumable; any Accelerate launcher)."""
     from uptrain.config import dump_config, load_config
     from uptrain.errors import UptrainError
 
-    cfg = load_config(config, overrides or [])
+    extra = ["model.trust_remote_code=true"] if trust_remote_code else []
+    cfg = load_config(config, [*(overrides or []), *extra])
     if print_config:
         typer.echo(dump_config(cfg), nl=False)
         return

@@ -34,11 +34,15 @@ from uptrain.kv_cache import kv_cache_bytes_per_token
 from uptrain.provenance import now, write_provenance
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MAX_SEED = 2**32 - 1  # what every RNG involved (torch, numpy, random) accepts
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 
 # Never copied from SRC to OUT: weights and their indexes (rewritten), the source's model card
-# (it describes another model) and provenance (rewritten).
+# (it describes another model), provenance (rewritten) and Python code (the output is a model that
+# transformers loads natively; see converted_config).
 _NOT_COPIED_SUFFIXES = (
+    ".py",
+    ".pyc",
     ".safetensors",
     ".bin",
     ".pt",
@@ -163,13 +167,16 @@ def plan_conversion(
 
 
 def converted_config(config: dict, route: Route, dtype: str | None) -> dict:
-    """config.json for the output: the target's model_type and variant flags, G KV heads, head_dim."""
+    """config.json for the output: the target's model_type and variant flags, G KV heads, head_dim.
+    The source's auto_map goes: the output is in the layout of a model_type that transformers has
+    built in, and custom code written for the source's MHA shapes is never pointed at by OUT."""
     new = output_config(route, config)
     if dtype:
         new["dtype"] = dtype
         if "torch_dtype" in new:
             new["torch_dtype"] = dtype
     new.pop("quantization_config", None)
+    new.pop("auto_map", None)
     return new
 
 

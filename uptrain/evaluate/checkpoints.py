@@ -14,7 +14,7 @@ from uptrain.convert.checkpoint import find_weight_shards
 from uptrain.convert.source import download_snapshot, is_hub_id, read_config
 from uptrain.errors import UptrainError
 from uptrain.evaluate.token_perplexity import tokenize_text
-from uptrain.models import load_causal_lm, load_tokenizer
+from uptrain.models import load_causal_lm, load_error, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -22,18 +22,29 @@ class Checkpoint:
     name: str  # as the user gave it
     root: Path  # the model directory (for a .gguf file, its folder)
     gguf_file: str | None = None
+    trust_remote_code: bool = False  # run the checkpoint's own Python code (auto_map)
+    allow_pickle: bool = False  # load pickled .bin weights
 
     @property
     def path(self) -> Path:
         return self.root / self.gguf_file if self.gguf_file else self.root
 
     def load_model(self, dtype: str | torch.dtype | None = None, device: str | None = None) -> Any:
-        return load_causal_lm(self.root, dtype=dtype, device=device, gguf_file=self.gguf_file)
+        return load_causal_lm(
+            self.root,
+            dtype=dtype,
+            device=device,
+            trust_remote_code=self.trust_remote_code,
+            gguf_file=self.gguf_file,
+            allow_pickle=self.allow_pickle,
+        )
 
     def load_tokenizer(self) -> Any:
         try:
-            return load_tokenizer(self.root, gguf_file=self.gguf_file)
+            return load_tokenizer(self.root, self.trust_remote_code, gguf_file=self.gguf_file)
         except UptrainError as exc:
+            if "--trust-remote-code" in str(exc):
+                raise
             raise UptrainError(
                 f"{exc}; pass --tokenizer with the directory of the model's tokenizer"
             ) from None
@@ -41,21 +52,26 @@ class Checkpoint:
     def config(self) -> Any:
         from transformers import AutoConfig
 
-        try:
-            return AutoConfig.from_pretrained(str(self.root), gguf_file=self.gguf_file)
+        try:  # trust_remote_code passed explicitly: left as None, transformers would prompt on stdin
+            return AutoConfig.from_pretrained(
+                str(self.root), gguf_file=self.gguf_file, trust_remote_code=self.trust_remote_code
+            )
         except (OSError, ValueError, KeyError) as exc:
+            if "trust_remote_code" in str(exc):
+                raise load_error("config", self.name, exc) from None
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UptrainError(f"cannot read the config of {self.name}: {first}") from None
 
 
-def resolve_checkpoint(name: str, allow_pickle: bool = False) -> Checkpoint:
+def resolve_checkpoint(name: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Checkpoint:
     """A model directory (checked for a config and safetensors weights), a .gguf file, or a Hub id
-    (downloaded); pickled weights only with allow_pickle."""
+    (downloaded); pickled weights only with allow_pickle, the checkpoint's own code only with
+    trust_remote_code."""
     path = Path(name).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
             raise UptrainError(f"model file {name} does not exist; check the path")
-        return Checkpoint(name, path.resolve().parent, path.name)
+        return Checkpoint(name, path.resolve().parent, path.name, trust_remote_code=trust_remote_code)
     if path.is_dir():
         root = path.resolve()
     elif path.exists():
@@ -66,7 +82,7 @@ def resolve_checkpoint(name: str, allow_pickle: bool = False) -> Checkpoint:
         raise UptrainError(f"model {name} does not exist; check the path")
     read_config(root)
     find_weight_shards(root, allow_pickle)
-    return Checkpoint(name, root)
+    return Checkpoint(name, root, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 
 
 def shared_tokens(

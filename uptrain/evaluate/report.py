@@ -173,7 +173,32 @@ def resolve_window(settings: EvalSettings, configs: Sequence[Any]) -> EvalSettin
     check_window_and_stride(window, stride)
     if settings.batch_size < 1:
         raise UptrainError(f"--batch-size {settings.batch_size} must be at least 1")
+    for flag, value in (
+        ("--kv-batch", settings.kv_batch),
+        ("--kv-context", settings.kv_context),
+        ("--decode-tokens", settings.decode_tokens),
+    ):
+        if value < 1:
+            raise UptrainError(f"{flag} {value} must be at least 1")
+    check_device(settings.device)
     return replace(settings, window=window, stride=stride)
+
+
+def check_device(device: str | None) -> None:
+    """A --device that torch knows and this machine has, checked before any model is loaded."""
+    if device is None:
+        return
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise UptrainError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UptrainError(f"--device {device}: this machine has no CUDA GPU; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise UptrainError(
+                f"--device {device}: this machine has {torch.cuda.device_count()} GPUs; use cuda:0 ..."
+            )
 
 
 def evaluate_checkpoints(
