@@ -237,6 +237,8 @@ def convert_checkpoint(
     conversion = get_method(method)
     if dtype is not None and dtype not in DTYPES:
         raise UptrainError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if not 0 <= seed <= MAX_SEED:
+        raise UptrainError(f"--seed {seed} must be between 0 and {MAX_SEED}")
     target = DTYPES[dtype] if dtype else None
     plan = plan_conversion(source, groups, target)
     _check_not_nested(source, out)

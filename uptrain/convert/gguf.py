@@ -51,8 +51,12 @@ def open_gguf_source(
         raise UptrainError(f"GGUF file {gguf_path} does not exist; check the path or --gguf-file")
     torch_dtype = TORCH_DTYPES[dtype] if dtype else torch.float32
     folder, name = gguf_path.parent, gguf_path.name
-    model = load_causal_lm(folder, dtype=torch_dtype, gguf_file=name)
-    tokenizer = load_tokenizer(folder, gguf_file=name)
+    try:
+        model = load_causal_lm(folder, dtype=torch_dtype, gguf_file=name)
+        tokenizer = load_tokenizer(folder, gguf_file=name)
+    except UptrainError as exc:
+        reason = str(exc).split(": ", 1)[-1]
+        raise UptrainError(f"cannot read the GGUF file {gguf_path} ({reason}); re-download it") from None
     staging = Path(tempfile.mkdtemp(prefix="uptrain-gguf-"))
     config = model.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "transformers_version"):
