@@ -46,7 +46,7 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
         exc = exc.__cause__ or exc.__context__
 
 
-def _status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     for e in _chain(exc):
         code = getattr(getattr(e, "response", None), "status_code", None)
         if isinstance(code, int):
@@ -66,17 +66,17 @@ def _network_errors() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def _network_failure(exc: BaseException) -> BaseException | None:
+def network_failure(exc: BaseException) -> BaseException | None:
     errors = _network_errors()
     return next((e for e in _chain(exc) if isinstance(e, errors)), None)
 
 
 def is_transient(exc: BaseException) -> bool:
-    return _status(exc) in TRANSIENT_STATUS or _network_failure(exc) is not None
+    return http_status(exc) in TRANSIENT_STATUS or network_failure(exc) is not None
 
 
 def _hub_error(exc: BaseException, what: str, repo_id: str, endpoint: str, attempts: int) -> UptrainError:
-    status = _status(exc)
+    status = http_status(exc)
     if status in (401, 403):
         return UptrainError(
             f"the Hub refused {what} for {repo_id} (HTTP {status}): the token is missing, invalid or lacks "
@@ -86,7 +86,7 @@ def _hub_error(exc: BaseException, what: str, repo_id: str, endpoint: str, attem
         return UptrainError(
             f"the Hub kept answering HTTP {status} to {what} ({attempts} attempts); retry later"
         )
-    network = _network_failure(exc)
+    network = network_failure(exc)
     if network is not None:
         return UptrainError(
             f"cannot reach the Hub at {endpoint} for {what} ({type(network).__name__}, {attempts} attempts); "
@@ -124,8 +124,8 @@ def call_with_retries(
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line (or a retry)
             if not is_transient(exc) or attempt == policy.attempts:
                 raise _hub_error(exc, what, repo_id, endpoint, attempt) from exc
-            status = _status(exc)
-            reason = f"HTTP {status}" if status else type(_network_failure(exc)).__name__
+            status = http_status(exc)
+            reason = f"HTTP {status}" if status else type(network_failure(exc)).__name__
             delay = policy.delay(attempt)
             log.warning(
                 "%s failed (%s); retrying in %.3g s (attempt %d of %d)",

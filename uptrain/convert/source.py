@@ -12,6 +12,7 @@ from uptrain.card_inputs import front_matter_license
 from uptrain.convert.checkpoint import SourceCheckpoint, find_weight_shards
 from uptrain.convert.gguf import open_gguf_source
 from uptrain.errors import UptrainError
+from uptrain.hub_retry import http_status, network_failure
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 _DOWNLOAD_PATTERNS = [
@@ -57,20 +58,42 @@ def download_snapshot(
             f"{repo_id!r} is neither a local directory nor a Hub model you can access; "
             "check the path or id, or set HF_TOKEN for a private repo"
         ) from None
-    except LocalEntryNotFoundError:
-        raise UptrainError(
-            f"{repo_id!r} is not a local directory and the Hub cannot be reached to download it; "
-            "check the path, or connect (and unset HF_HUB_OFFLINE)"
-        ) from None
+    except LocalEntryNotFoundError as exc:
+        raise _not_downloaded(repo_id, exc) from None
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", "?")
         raise UptrainError(
             f"downloading {repo_id} failed with HTTP {status}; retry later or check HF_TOKEN"
         ) from None
-    except (OSError, ValueError) as exc:
-        raise UptrainError(
-            f"downloading {repo_id} failed ({type(exc).__name__}); check your network"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, the HTTP client's own errors
+        if isinstance(exc, (OSError, ValueError)) or network_failure(exc) is not None:
+            raise UptrainError(
+                f"downloading {repo_id} failed ({type(network_failure(exc) or exc).__name__}); "
+                "check your network and retry"
+            ) from None
+        raise
+
+
+def _not_downloaded(repo_id: str, exc: BaseException) -> UptrainError:
+    """Why a Hub model that is not in the local cache could not be downloaded, as one line."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return UptrainError(
+            f"{repo_id!r} is not a local directory and HF_HUB_OFFLINE is set, so it cannot be downloaded; "
+            "check the path, or unset HF_HUB_OFFLINE"
+        )
+    status = http_status(exc)
+    if status is not None:
+        return UptrainError(
+            f"the Hub answered HTTP {status} for {repo_id} and it is not in the local cache; retry later"
+        )
+    network = network_failure(exc)
+    reason = f" ({type(network).__name__})" if network is not None else ""
+    return UptrainError(
+        f"{repo_id!r} is not a local directory and the Hub at {constants.ENDPOINT} cannot be reached to "
+        f"download it{reason}; check the path, your network or HF_ENDPOINT"
+    )
 
 
 def read_config(root: Path) -> dict:
