@@ -45,6 +45,23 @@ def byte_level_tokenizer():  # -> PreTrainedTokenizerFast
     )
 
 
+def tiny_llama_config(spec: TinyLlamaSpec, vocab_size: int = len(SPECIAL_TOKENS) + 256) -> dict:
+    """The LlamaConfig arguments of the tiny model (its config.json, less model_type)."""
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_positions,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=False,
+    )
+
+
 def build_tiny_llama(out: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Path:
     """Write a randomly initialised MHA Llama with a byte-level tokenizer to `out` (atomically).
     An existing `out` built from the same spec is kept as it is."""
@@ -60,19 +77,7 @@ def build_tiny_llama(out: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Path:
             f"model.tiny.hidden {spec.hidden} is not a multiple of model.tiny.heads {spec.heads}"
         )
     tokenizer = byte_level_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden,
-        intermediate_size=spec.intermediate,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.heads,
-        max_position_embeddings=spec.max_positions,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        tie_word_embeddings=False,
-    )
+    config = LlamaConfig(**tiny_llama_config(spec, len(tokenizer)))
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)
     with atomic_directory(out, overwrite=True) as tmp:

@@ -83,6 +83,23 @@ def make_scheduler(optimizer: Any, cfg: UptrainConfig, steps: int, processes: in
     )
 
 
+def check_teacher(cfg: UptrainConfig) -> None:
+    """A local distill.teacher, checked before any work: safetensors weights, no unasked custom code."""
+    from pathlib import Path
+
+    from uptrain.convert.source import read_config
+    from uptrain.models import check_not_pickled, check_remote_code
+
+    ref = cfg.distill.teacher
+    if ref is None or not Path(ref).expanduser().is_dir():
+        return
+    try:
+        check_not_pickled(ref, allow_pickle=False)
+        check_remote_code(read_config(Path(ref).expanduser()), ref, cfg.model.trust_remote_code)
+    except UptrainError as exc:
+        raise UptrainError(f"distill.teacher: {exc}") from None
+
+
 def load_teacher(cfg: UptrainConfig, default: str | None, accelerator: Any) -> Any:
     """The frozen teacher, in eval mode, on this process's device. With mixed precision it is held in
     the half dtype (it needs no fp32 master weights); it is not sharded, so it must fit on one device."""

@@ -25,6 +25,7 @@ from uptrain.provenance import now, pretraining_tokens
 from uptrain.train.budget import describe_achieved, describe_budget, plan_budget, tokens_per_step
 from uptrain.train.builders import (
     check_choices,
+    check_teacher,
     load_teacher,
     make_accelerator,
     make_optimizer,
@@ -44,7 +45,7 @@ from uptrain.train.interrupt import StopRequest
 from uptrain.train.metrics import MetricsLog, PhaseTimer, Throughput, TrainingDisplay
 from uptrain.train.objective import objective_name, uptraining_loss
 from uptrain.train.run_dir import RunDir, check_run_dir, write_config
-from uptrain.train.student import prepare_student
+from uptrain.train.student import check_student, prepare_student
 
 
 @dataclass
@@ -84,13 +85,13 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
     checkpoint = check_run_dir(run, config_yaml, resume)
     check_data_source(cfg.data)
     check_choices(cfg)
+    check_student(cfg.model)
     b, t = cfg.budget, cfg.train
     per_step = tokens_per_step(t.per_device_batch, t.grad_accum, accelerator.num_processes, cfg.data.seq_len)
     if b.max_steps or b.max_tokens is not None or b.pretraining_tokens:  # known before any download
         plan_budget(per_step, b.pretraining_tokens, b.fraction, b.max_tokens, b.max_steps)
-    if main:
-        write_config(run, config_yaml, "uptrain train")
-        remove_partial_checkpoints(run.checkpoints)
+    if cfg.distill.enabled:
+        check_teacher(cfg)
 
     # 2. the model: built and converted on the main process first, then loaded everywhere
     from accelerate.utils import set_seed
@@ -99,6 +100,9 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
     with accelerator.main_process_first():
         student = prepare_student(cfg.model, run, say)
     tokenizer = load_tokenizer(cfg.model.tokenizer or student.path, cfg.model.trust_remote_code)
+    if main:  # only now: a run that could not get its model or tokenizer leaves nothing behind
+        write_config(run, config_yaml, "uptrain train")
+        remove_partial_checkpoints(run.checkpoints)
 
     # 3. the data: tokenized and packed into blocks (the main process fills the datasets cache)
     with accelerator.main_process_first():

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from uptrain.architectures import plan_route
 from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
 from uptrain.convert.source import open_source
 from uptrain.errors import UptrainError
-from uptrain.offline import TinyLlamaSpec, build_tiny_llama
+from uptrain.models import check_remote_code, load_tokenizer
+from uptrain.offline import TinyLlamaSpec, build_tiny_llama, tiny_llama_config
 from uptrain.provenance import read_provenance
 from uptrain.train.run_dir import RunDir
 
@@ -45,6 +47,51 @@ def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection
         and (conv.get("groups"), conv.get("method"), conv.get("seed"), conv.get("dtype"))
         == (convert.groups, convert.method, convert.seed, dtype)
     )
+
+
+def _route(config: dict, groups: int) -> None:
+    try:
+        plan_route(config, groups)
+    except UptrainError as exc:
+        raise UptrainError(f"model.convert.groups: {exc}".replace(": --groups", "")) from None
+
+
+def _check_tokenizer(ref: str, key: str, config: dict, trust_remote_code: bool) -> None:
+    try:
+        n = len(load_tokenizer(ref, trust_remote_code))
+    except UptrainError as exc:
+        raise UptrainError(f"{key}: {exc}; set model.tokenizer to the model's tokenizer") from None
+    vocab = config.get("vocab_size")
+    if isinstance(vocab, int) and n > vocab:
+        raise UptrainError(
+            f"{key}: the tokenizer {ref} has {n} tokens but the model has {vocab} embeddings; "
+            "set model.tokenizer to the tokenizer that belongs to the model"
+        )
+
+
+def check_student(model: ModelSection) -> None:
+    """What can be checked before the run writes anything: a local model.path or convert source
+    (config, safetensors weights, no unasked custom code), G, and that the tokenizer fits the
+    model's vocabulary. A Hub source is checked after its download."""
+    trust = model.trust_remote_code
+    if model.tiny is not None:
+        config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
+        tokenizer_key = None
+    else:
+        ref = model.path if model.path is not None else model.convert.source
+        key = "model.path" if model.path is not None else "model.convert.source"
+        if not Path(ref).expanduser().is_dir():
+            return
+        config = _open(ref, key).config
+        check_remote_code(config, key, trust)
+        tokenizer_key = key
+    if model.convert is not None:
+        _route(config, model.convert.groups)
+    if model.tokenizer is not None:
+        if Path(model.tokenizer).expanduser().is_dir():
+            _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
+    elif tokenizer_key is not None:
+        _check_tokenizer(ref, tokenizer_key, config, trust)
 
 
 def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> Student:
