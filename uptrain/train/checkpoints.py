@@ -20,6 +20,7 @@ from uptrain.atomic import atomic_write_text, disk_error
 from uptrain.errors import UptrainError
 
 STATE_FILE = "trainer_state.json"
+NEARLY_FULL = 1 << 20  # bytes free after a failed save below which the device counts as full
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
@@ -83,15 +84,14 @@ def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, keep_last
         accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
             state.write(tmp)
-    except OSError as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.save reports a full disk as a RuntimeError
         failed = exc
     accelerator.wait_for_everyone()
     if failed is not None:
+        reason = _failure_reason(failed, root)
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
         kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-        err = disk_error(failed, tmp) if isinstance(failed, OSError) else None
-        reason = "no space left on the device" if err else f"{type(failed).__name__}: {failed}"
         raise UptrainError(
             f"could not write checkpoint {final.name} ({reason}); {kept}; free space and rerun with --resume"
         ) from failed
@@ -101,6 +101,21 @@ def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, keep_last
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _failure_reason(exc: BaseException, root: Path) -> str:
+    """Why a save failed. torch.save hides ENOSPC in a RuntimeError ("unexpected pos ..."), so a device
+    that is (nearly) full right after the failure counts as full too."""
+    if isinstance(exc, OSError) and disk_error(exc, root) is not None:
+        return "no space left on the device"
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        free = None
+    if free is not None and free < NEARLY_FULL:
+        return f"no space left on the device ({free:,} bytes free)"
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def load_checkpoint(accelerator: Any, directory: Path) -> TrainerState:
