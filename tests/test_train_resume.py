@@ -1,5 +1,5 @@
-"""Interrupted runs: SIGKILL then --resume reproduces the uninterrupted run step for step; SIGTERM saves a
-checkpoint and exits cleanly. Real subprocesses, as a user's job would be killed."""
+"""Interrupted runs: SIGKILL then --resume reproduces the uninterrupted run step for step; SIGTERM or SIGINT
+(Ctrl-C) saves a checkpoint and exits cleanly. Real subprocesses, as a user's job would be killed."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "run"
     assignments = ("budget.max_steps=400", "checkpoint.every_steps=0")
     process = subprocess.Popen(
@@ -85,7 +86,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         text=True,
     )
     _wait_for(lambda: _logged_step(out) >= 3, process)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
