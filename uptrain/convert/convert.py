@@ -180,16 +180,41 @@ def converted_config(config: dict, route: Route, dtype: str | None) -> dict:
     return new
 
 
-def copy_side_files(root: Path | None, dest: Path) -> list[str]:
-    """Copy the tokenizer, generation config and other top-level non-weight files."""
-    copied = []
+def _check_link(entry: Path, root: Path) -> None:
+    """A side file that is a link must point into SRC (or, for a Hub snapshot, into its cache's blobs):
+    a link elsewhere would copy an unrelated file -- a key, a credential -- into OUT, and push uploads it."""
+    if not entry.is_symlink():
+        return
+    target, home = entry.resolve(), root.resolve()
+    allowed = [home]
+    if root.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/x -> ../../blobs/<sha>
+        allowed.append(root.parent.parent.resolve() / "blobs")
+    if not any(target == a or a in target.parents for a in allowed):
+        raise UptrainError(
+            f"{entry} is a link to {target}, outside the source directory; copy the file itself into SRC"
+        )
+
+
+def side_files(root: Path | None) -> list[Path]:
+    """The tokenizer, generation config and other top-level non-weight files of SRC that go to OUT:
+    plain names from SRC's own listing, and links only to files inside SRC."""
     if root is None:
-        return copied
+        return []
+    found = []
     for entry in sorted(root.iterdir()):
         if not entry.is_file() or entry.name.startswith(".") or entry.name in _NOT_COPIED_NAMES:
             continue
         if entry.name.endswith(_NOT_COPIED_SUFFIXES):
             continue
+        _check_link(entry, root)
+        found.append(entry)
+    return found
+
+
+def copy_side_files(root: Path | None, dest: Path) -> list[str]:
+    """Copy side_files(root) into dest."""
+    copied = []
+    for entry in side_files(root):
         shutil.copy2(entry, dest / entry.name)
         copied.append(entry.name)
     return copied
@@ -242,6 +267,7 @@ def convert_checkpoint(
     target = DTYPES[dtype] if dtype else None
     plan = plan_conversion(source, groups, target)
     _check_not_nested(source, out)
+    side_files(source.root)  # a link out of SRC is refused before any work
     check_output_free(out, overwrite)
     total = sum(t.nbytes for shard in plan.outputs for t in shard)
     _check_space(out, total)
