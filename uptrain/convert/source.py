@@ -33,10 +33,14 @@ def is_hub_id(src: str) -> bool:
 
 
 def download_snapshot(
-    repo_id: str, revision: str | None, allow_pickle: bool, gguf_file: str | None = None
+    repo_id: str,
+    revision: str | None,
+    allow_pickle: bool,
+    gguf_file: str | None = None,
+    with_code: bool = False,
 ) -> Path:
     """Download (or find in the cache) a model repository's config, weights and tokenizer files
-    (or, for a GGUF repo, that one file)."""
+    (or, for a GGUF repo, that one file); its Python files only `with_code` (--trust-remote-code)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -47,6 +51,8 @@ def download_snapshot(
     )
 
     patterns = [gguf_file] if gguf_file else _DOWNLOAD_PATTERNS + (["*.bin"] if allow_pickle else [])
+    if with_code and not gguf_file:
+        patterns.append("*.py")
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except RevisionNotFoundError:
@@ -115,10 +121,11 @@ def open_source(
     allow_pickle: bool = False,
     gguf_file: str | None = None,
     dtype: str | None = None,
+    with_code: bool = False,
 ) -> SourceCheckpoint:
     """A local checkpoint directory, a Hub id, or a GGUF file (SRC itself, or `gguf_file` inside the
     SRC directory or Hub repo), as a SourceCheckpoint. `dtype` only matters for GGUF, which is
-    dequantized on loading."""
+    dequantized on loading; `with_code` downloads a Hub repo's Python files too."""
     src = str(src)
     path = Path(src).expanduser()
     if path.is_dir():
@@ -132,7 +139,7 @@ def open_source(
     elif path.exists():
         raise UptrainError(f"{src} is a file; SRC must be a model directory, a .gguf file or a Hub id")
     elif is_hub_id(src):
-        root = download_snapshot(src, revision, allow_pickle, gguf_file)
+        root = download_snapshot(src, revision, allow_pickle, gguf_file, with_code)
         provenance = {"hub_id": src, "revision": revision or "main", "commit": root.name}
     else:
         raise UptrainError(f"{src} does not exist and is not a valid Hub id; check the path")

@@ -14,7 +14,7 @@ from uptrain.convert.checkpoint import find_weight_shards
 from uptrain.convert.source import download_snapshot, is_hub_id, read_config
 from uptrain.errors import UptrainError
 from uptrain.evaluate.token_perplexity import tokenize_text
-from uptrain.models import load_causal_lm, load_error, load_tokenizer
+from uptrain.models import check_remote_code, load_causal_lm, load_error, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,10 @@ def resolve_checkpoint(name: str, allow_pickle: bool = False, trust_remote_code:
     elif path.exists():
         raise UptrainError(f"{name} is a file; MODEL must be a model directory, a .gguf file or a Hub id")
     elif is_hub_id(name):
-        root = download_snapshot(name, None, allow_pickle)
+        root = download_snapshot(name, None, allow_pickle, with_code=trust_remote_code)
     else:
         raise UptrainError(f"model {name} does not exist; check the path")
-    read_config(root)
+    check_remote_code(read_config(root), name, trust_remote_code)
     find_weight_shards(root, allow_pickle)
     return Checkpoint(name, root, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
 

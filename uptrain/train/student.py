@@ -30,9 +30,9 @@ class Student:
     teacher: str | None  # the model it came from, the default distillation teacher
 
 
-def _open(ref: str, key: str, revision: str | None = None) -> Any:
+def _open(ref: str, key: str, revision: str | None = None, with_code: bool = False) -> Any:
     try:
-        return open_source(ref, revision=revision)
+        return open_source(ref, revision=revision, with_code=with_code)
     except UptrainError as exc:
         raise UptrainError(f"{key}: {exc}") from None
 
@@ -49,11 +49,15 @@ def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection
     )
 
 
-def _route(config: dict, groups: int) -> None:
+def _route(config: dict, groups: int, source_key: str) -> None:
+    """plan_route's verdict on G, its errors named by the config key to fix."""
     try:
         plan_route(config, groups)
     except UptrainError as exc:
-        raise UptrainError(f"model.convert.groups: {exc}".replace(": --groups", "")) from None
+        text = str(exc)
+        if text.startswith("--groups"):
+            raise UptrainError("model.convert.groups" + text.removeprefix("--groups")) from None
+        raise UptrainError(f"{source_key}: {text}") from None
 
 
 def _check_tokenizer(ref: str, key: str, config: dict, trust_remote_code: bool) -> None:
@@ -76,7 +80,7 @@ def check_student(model: ModelSection) -> None:
     trust = model.trust_remote_code
     if model.tiny is not None:
         config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
-        tokenizer_key = None
+        key, tokenizer_key = "model.tiny", None
     else:
         ref = model.path if model.path is not None else model.convert.source
         key = "model.path" if model.path is not None else "model.convert.source"
@@ -86,7 +90,7 @@ def check_student(model: ModelSection) -> None:
         check_remote_code(config, key, trust)
         tokenizer_key = key
     if model.convert is not None:
-        _route(config, model.convert.groups)
+        _route(config, model.convert.groups, key)
     if model.tokenizer is not None:
         if Path(model.tokenizer).expanduser().is_dir():
             _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
@@ -97,7 +101,8 @@ def check_student(model: ModelSection) -> None:
 def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> Student:
     """Resolve, build or convert the model to uptrain. Run it on the main process first."""
     if model.path is not None:
-        source = _open(model.path, "model.path", model.revision)
+        source = _open(model.path, "model.path", model.revision, model.trust_remote_code)
+        check_remote_code(source.config, "model.path", model.trust_remote_code)
         record = read_provenance(source.root) or {"source": source.provenance}
         origin = record.get("source", {})
         return Student(source.root, record, origin.get("path") or origin.get("hub_id"))
