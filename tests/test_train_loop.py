@@ -101,7 +101,8 @@ def test_distillation_from_an_identical_teacher_starts_at_kl_zero(tmp_path):
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, monkeypatch, bad):
     real = loop_module.uptraining_loss
     calls = {"n": 0}
 
@@ -109,13 +110,13 @@ def test_nan_loss_stops_naming_the_step_and_the_last_good_checkpoint(tmp_path, m
         parts = real(*args, **kwargs)
         calls["n"] += 1
         if calls["n"] == 7:  # the first micro-batch of step 4 (2 per step)
-            parts.loss = parts.loss * float("nan")
+            parts.loss = parts.loss * float(bad)
         return parts
 
     monkeypatch.setattr(loop_module, "uptraining_loss", poisoned)
     out = tmp_path / "run"
     result = train_in_process(out, "budget.max_steps=8", "checkpoint.every_steps=2")
-    line = assert_one_line_error(result, "loss became nan at step 4", "checkpoints/step-00000002")
+    line = assert_one_line_error(result, f"loss became {bad} at step 4", "checkpoints/step-00000002")
     assert "--resume" in line
     assert not (out / "final").exists()
     assert (out / "checkpoints" / "step-00000002" / "trainer_state.json").is_file()
