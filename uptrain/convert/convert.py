@@ -22,11 +22,19 @@ from typing import Any
 
 import torch
 
-from uptrain.architectures import Architecture, AttentionDims, Route, get_layout, output_config, plan_route
+from uptrain.architectures import (
+    Architecture,
+    AttentionDims,
+    AttentionWeights,
+    Route,
+    get_layout,
+    output_config,
+    plan_route,
+)
 from uptrain.atomic import atomic_directory, check_output_free
 from uptrain.convert.checkpoint import SourceCheckpoint
 from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
-from uptrain.convert.methods.basic import MEAN
+from uptrain.convert.pooling import map_kv
 from uptrain.convert.tensor_rules import RuledSource, TensorRules
 from uptrain.convert.writer import PlannedTensor, ShardWriter
 from uptrain.errors import UptrainError
@@ -50,6 +58,17 @@ _NOT_COPIED_SUFFIXES = (
     ".index.json",
 )
 _NOT_COPIED_NAMES = {"config.json", "uptrain.json", "README.md", ".gitattributes"}
+
+
+def _shapes_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> AttentionWeights:
+    """What every method returns, as far as shapes go: `groups` KV heads, the rest unchanged."""
+    return map_kv(attn, lambda x: x.new_empty((groups, *x.shape[1:])))
+
+
+# Planning runs on the meta device. Only shapes matter there, and arithmetic on meta tensors (mean,
+# clone) goes through torch's Python reference kernels, whose first use imports sympy and
+# torch._dynamo: seconds of start-up. Empty tensors of the right shape cost nothing.
+SHAPES = ConversionMethod("shapes", _shapes_layer, "planning only: output shapes, no arithmetic")
 
 
 @dataclass
@@ -152,7 +171,7 @@ def plan_conversion(
             meta = view.meta(n)
             fakes[n] = torch.empty(meta.shape, dtype=meta.dtype, device="meta")
         ctx = MethodContext(arch=arch, dims=dims, layer=layer)
-        for out_name, t in _convert_heads(fakes, plan, layer, MEAN, ctx).items():
+        for out_name, t in _convert_heads(fakes, plan, layer, SHAPES, ctx).items():
             src_dtype = (
                 view.meta(out_name).dtype if out_name in available else fakes[layer_tensors[layer][0]].dtype
             )
