@@ -1,6 +1,6 @@
 """Training throughput of `uptrain train` against Hugging Face's Trainer, side by side (JSON out).
 
-    python scripts/bench_train.py [--layers 4 --hidden 256 --seq-len 256 --batch 8 --steps 40] [--out OUT]
+    python scripts/bench_train.py [--layers 4 --hidden 256 --seq-len 256 --batch 8 --steps 24] [--out OUT]
     python scripts/bench_train.py --tiny    # a miniature, for tests
 
 Both train the same converted GQA model (a random Llama built offline, mean-pooled to G KV heads) on the
@@ -183,8 +183,8 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text", help="a .txt file (default: the Python docs text)")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both runs (default: torch's choice)")

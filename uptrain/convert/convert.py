@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,7 +260,11 @@ def convert_checkpoint(
     output_of = plan.output_of
     count = sum(len(s) for s in plan.outputs)
 
-    with atomic_directory(out, overwrite) as tmp:
+    # Pooling, first and random are a few passes over memory per tensor: one thread keeps up with the
+    # disk, and more only wait for each other on a busy machine (measured on 2 shared cores: 21 s
+    # instead of 31 s for a 2.5 GB checkpoint). Calibrated methods keep torch's thread count.
+    threads = None if conversion.needs_calibration else 1
+    with atomic_directory(out, overwrite) as tmp, _torch_threads(threads):
         writers: list[ShardWriter] = []
         try:
             for file, tensors in zip(plan.shard_files, plan.outputs, strict=True):
@@ -326,6 +331,18 @@ def convert_checkpoint(
         ),
         record=record,
     )
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to n (None: unchanged) inside the block."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _write_index(tmp: Path, plan: ConversionPlan, total: int) -> None:
