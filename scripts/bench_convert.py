@@ -6,7 +6,8 @@
 
 A synthetic multi-shard MHA checkpoint is written straight to safetensors (no model is built;
 scripts/make_synthetic_checkpoint.py) under --work, or reused when one of the same shape is there.
-Each repeat runs, in fresh subprocesses and in a rotating order (the machine may be busy):
+Each repeat runs, in fresh subprocesses, convert and copy in alternating order (the machine may be
+busy); the first repeat also runs naive and the diagnostics:
   convert   python -m uptrain convert SRC OUT --groups G          (as shipped: fsyncs its shards)
   copy      cp -r SRC OUT && sync OUT/*                            (the I/O floor, made as durable)
   naive     AutoModelForCausalLM.from_pretrained, mean-pool k/v_proj in place, save_pretrained, fsync
@@ -244,10 +245,14 @@ def main() -> None:
         commands["import"] = [py, "-c", IMPORTS]
     runs: dict[str, list[dict]] = {name: [] for name in commands}
     keys, transformers_imported = {}, None
-    names = list(commands)
     try:
         for repeat in range(repeats):
-            for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            # convert and copy every repeat, in alternating order; the naive path (whose memory is the
+            # figure, and that varies little) and the diagnostics in the first repeat only
+            names = ["convert", "copy"] if repeat % 2 == 0 else ["copy", "convert"]
+            if repeat == 0:
+                names += [name for name in commands if name not in names]
+            for name in names:
                 shutil.rmtree(out, ignore_errors=True)
                 (evict if args.cache == "cold" else warm)(shards)
                 run = timed_child(commands[name], env, logs / f"{name}-{repeat}.log")
