@@ -1,16 +1,17 @@
 """Training throughput of `uptrain train` against Hugging Face's Trainer, side by side (JSON out).
 
-    python scripts/bench_train.py [--layers 4 --hidden 256 --seq-len 256 --batch 8 --steps 40] [--json OUT]
+    python scripts/bench_train.py [--layers 4 --hidden 256 --seq-len 256 --batch 8 --steps 24] [--out OUT]
+    python scripts/bench_train.py --tiny    # a miniature, for tests
 
 Both train the same converted GQA model (a random Llama built offline, mean-pooled to G KV heads) on the
 same packed blocks of the same text (WikiText-2 test when --text is given, else the Python docs that ship
 with Python), with the same per-device batch, precision (fp32 on CPU; bf16 autocast on a GPU), AdamW,
 cosine schedule, warmup and gradient clipping. Throughput is training tokens per second between the end of
 step --warmup and the end of the last step, so start-up, tokenization and saving are left out. The runs
-alternate (uptrain, Trainer, uptrain, Trainer, ...) in fresh subprocesses and the median of each is
+alternate (uptrain, Trainer, Trainer, uptrain, ...) in fresh subprocesses and the median of each is
 compared, because the machine may be shared. The uptrain run also reports its step-time breakdown
 (data, forward, backward, optimizer, other) from metrics.jsonl, and both report the padding fraction of
-the batches they trained on.
+the batches they trained on. JSON in the format of scripts/bench_common.py.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+from bench_common import ROOT, Report, print_figures
+
 sys.path.insert(0, str(ROOT))
 
 
@@ -181,67 +183,69 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=2)
     ap.add_argument("--seq-len", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5, help="steps left out of the timing")
+    ap.add_argument("--steps", type=int, default=24)
+    ap.add_argument("--warmup", type=int, default=4, help="steps left out of the timing")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--text", help="a .txt file (default: the Python docs text)")
     ap.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both runs (default: torch's choice)")
-    ap.add_argument("--json", type=Path, help="also write the result here")
+    ap.add_argument("--tiny", action="store_true", help="a miniature model and run, one repeat (tests)")
+    ap.add_argument("--out", "--json", type=Path, default=ROOT / "runs" / "bench" / "train.json")
     args = ap.parse_args()
+    if args.tiny:
+        args.layers, args.hidden, args.seq_len, args.batch = 2, 64, 64, 2
+        args.steps, args.warmup, args.repeats = 6, 2, 1
     if args.threads:
         THREADS.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
 
+    report = Report(
+        "train",
+        "training tokens/s: uptrain train vs transformers Trainer, same model, data, batch, precision",
+        {
+            "model_layers_hidden_heads_kv": [args.layers, args.hidden, args.heads, args.groups],
+            "batch_seq_len": [args.batch, args.seq_len],
+            "steps_timed_from": [args.steps, args.warmup],
+            "repeats": args.repeats,
+            "precision": "bf16 autocast" if torch.cuda.is_available() else "fp32",
+            "threads": args.threads or torch.get_num_threads(),
+        },
+        device=torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+    )
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = Path(tmp)
         model, blocks = build_model_and_blocks(args, work)
         data = json.loads((work / "data.json").read_text())
         text = Path(data["text"])
         ours, theirs = [], []
-        for i in range(args.repeats):
-            ours.append(run_uptrain(args, work, model, text, work / f"uptrain-{i}"))
-            theirs.append(run_trainer(args, model, blocks, work / f"trainer-{i}"))
+        for i in range(args.repeats):  # alternate which goes first: the load drifts
+            runs = [
+                lambda i=i: ours.append(run_uptrain(args, work, model, text, work / f"uptrain-{i}")),
+                lambda i=i: theirs.append(run_trainer(args, model, blocks, work / f"trainer-{i}")),
+            ]
+            for run in runs if i % 2 == 0 else runs[::-1]:
+                run()
+        report.data["settings"]["text"] = data["text"] if args.text else "python-docs (built in)"
         ours_tps = statistics.median(r["tokens_per_s"] for r in ours)
         theirs_tps = statistics.median(r["tokens_per_s"] for r in theirs)
-        import torch
-
-        result = {
-            "benchmark": "training tokens/s: uptrain train vs transformers Trainer",
-            "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-            "device": torch.cuda.get_device_name()
-            if torch.cuda.is_available()
-            else f"cpu ({os.cpu_count()} cores)",
-            "threads": args.threads or torch.get_num_threads(),
-            "model": {
-                "layers": args.layers,
-                "hidden": args.hidden,
-                "heads": args.heads,
-                "kv_heads": args.groups,
-            },
-            "batch": {
-                "per_device": args.batch,
-                "seq_len": args.seq_len,
-                "steps": args.steps,
-                "timed_from": args.warmup,
-            },
-            "data": data,
-            "uptrain_tokens_per_s": ours_tps,
-            "trainer_tokens_per_s": theirs_tps,
-            "ratio_uptrain_over_trainer": ours_tps / theirs_tps,
-            "uptrain_runs": ours,
-            "trainer_runs": theirs,
-            "uptrain_step_s_breakdown": {
-                k: statistics.median(r["step_s"][k] for r in ours) for k in ours[0]["step_s"]
-            },
-            "padding_fraction": {
-                "uptrain": ours[0]["padding_fraction"],
-                "trainer": theirs[0]["padding_fraction"],
-            },
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-    text_out = json.dumps(result, indent=2)
-    print(text_out)
-    if args.json:
-        args.json.write_text(text_out + "\n")
+    ratio = ours_tps / theirs_tps
+    breakdown = {k: statistics.median(r["step_s"][k] for r in ours) for k in ours[0]["step_s"]}
+    report.add("uptrain / Trainer (tokens/s)", ratio, "x", ">= 1.0", ratio >= 1.0)
+    report.add("uptrain tokens/s", ours_tps, "tok/s")
+    report.add("Trainer tokens/s", theirs_tps, "tok/s")
+    for key, seconds in breakdown.items():
+        phase = key.removeprefix("time_").removesuffix("_s")
+        report.add(f"uptrain step time: {phase}", seconds * 1000, "ms")
+    report.data["details"] = {
+        "data": data,
+        "uptrain_runs": ours,
+        "trainer_runs": theirs,
+        "uptrain_step_s_breakdown": breakdown,
+        "padding_fraction": {
+            "uptrain": ours[0]["padding_fraction"],
+            "trainer": theirs[0]["padding_fraction"],
+        },
+    }
+    print_figures(report.write(args.out))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -42,3 +42,29 @@ def test_decode_context_must_fit_the_positions(tmp_path):
     model = load(build_tiny("llama", tmp_path / "m", kv_heads=2))
     with pytest.raises(UptrainError, match="exceeds the model's 128 positions; use --kv-context 95"):
         decode_throughput(model, context=100, new_tokens=32)
+
+
+def test_random_cache_is_shaped_like_a_prefill(tmp_path):
+    from uptrain.evaluate.decode import random_cache
+
+    model = load(build_tiny("llama", tmp_path / "m", kv_heads=2))
+    prompt = torch.randint(0, 96, (3, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        real = model(input_ids=prompt, use_cache=True).past_key_values
+    fake = random_cache(model, batch=3, context=20)
+    assert len(fake.layers) == len(real.layers) == 2
+    for ours, theirs in zip(fake.layers, real.layers, strict=True):
+        assert ours.keys.shape == theirs.keys.shape == (3, 2, 20, 8)  # batch, KV heads, positions, head_dim
+        assert ours.values.shape == theirs.values.shape
+        assert ours.keys.dtype == theirs.keys.dtype
+    assert fake.get_seq_length() == 20
+
+
+def test_decode_after_a_random_prefill_continues_from_the_context(tmp_path):
+    model = load(build_tiny("llama", tmp_path / "m", kv_heads=1))
+    result = decode_throughput(model, batch=2, context=30, new_tokens=4, prefill="random")
+    assert (result.batch, result.context, result.new_tokens) == (2, 30, 4)
+    assert len(result.generated) == 2 and all(len(row) == 2 + 4 for row in result.generated)
+    assert result.tokens_per_s == pytest.approx(2 * 4 / result.seconds)
+    with pytest.raises(UptrainError, match="exceeds the model's 128 positions"):
+        decode_throughput(model, context=120, new_tokens=8, prefill="random")
