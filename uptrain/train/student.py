@@ -1,5 +1,6 @@
 """Which checkpoint gets uptrained: model.path as it is, or model.convert's output (converted first,
 from model.convert.source or from a tiny model built offline), plus the default distillation teacher.
+model.tiny alone is a random model to pre-train from scratch.
 
 A conversion already in OUTPUT/converted from the same source and settings is reused, so a
 resumed run does not convert again.
@@ -16,6 +17,7 @@ from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
 from uptrain.convert.source import open_source
 from uptrain.errors import UptrainError
+from uptrain.models import load_tokenizer
 from uptrain.offline import TinyLlamaSpec, build_tiny_llama
 from uptrain.provenance import read_provenance
 from uptrain.train.run_dir import RunDir
@@ -26,6 +28,7 @@ class Student:
     path: Path  # checkpoint directory to uptrain
     record: dict[str, Any]  # its uptrain.json (the provenance chain)
     teacher: str | None  # the model it came from, the default distillation teacher
+    from_scratch: bool = False  # a random initialisation: this training is its pre-training
 
 
 def _open(ref: str, key: str, revision: str | None = None) -> Any:
@@ -56,12 +59,15 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
         return Student(source.root, record, origin.get("path") or origin.get("hub_id"))
 
     convert = model.convert
-    assert convert is not None
     if model.tiny is not None:
         spec = TinyLlamaSpec(**vars(model.tiny))
         say(f"building a tiny random MHA Llama ({spec.layers} layers, {spec.heads} heads) in {run.source}")
-        ref = str(build_tiny_llama(run.source, spec))
+        tokenizer = load_tokenizer(model.tokenizer, model.trust_remote_code) if model.tokenizer else None
+        ref = str(build_tiny_llama(run.source, spec, tokenizer))
+        if convert is None:
+            return Student(run.source, read_provenance(run.source), None, from_scratch=True)
     else:
+        assert convert is not None
         ref = convert.source
     source = _open(ref, "model.convert.source", convert.revision)
     record = read_provenance(run.converted)
