@@ -14,7 +14,8 @@ FRACTIONS = (0.0, 0.01, 0.025, 0.05, 0.10)
 TINY_FRACTIONS = (0.0, 0.25)
 DISTILL_WEIGHTS = (0.5, 1.0)
 MAIN_FRACTION = 0.05
-UPTRAIN_LR = 1e-3
+UPTRAIN_LR = 1e-3  # a third of the reference's peak (3e-3); experiment "lr" checks the choice
+OTHER_LRS = (3e-4, 3e-3)
 UPTRAIN_SEED = 1  # the data order differs from pre-training's (seed 0)
 
 
@@ -27,6 +28,7 @@ class Model:
     method: str = "mean"
     fraction: float = 0.0
     distill: float = 0.0  # distill.weight; 0 is plain cross-entropy
+    lr: float = UPTRAIN_LR  # peak learning rate of uptraining
 
     @property
     def name(self) -> str:
@@ -37,6 +39,8 @@ class Model:
             name += f"-{self.fraction * 100:g}pct"
         if self.distill:
             name += f"-kd{self.distill:g}"
+        if self.fraction and self.lr != UPTRAIN_LR:
+            name += f"-lr{self.lr:g}"
         return name
 
     @property
@@ -48,7 +52,7 @@ class Model:
 class Plan:
     heads: int  # H, the reference's query (and KV) heads
     main: float  # the uptraining fraction of experiments methods, groups and objective
-    experiments: dict[str, list[Model]]  # methods, fractions, groups, objective
+    experiments: dict[str, list[Model]]  # methods, fractions, groups, objective, lr
 
     @property
     def models(self) -> list[Model]:
@@ -71,6 +75,7 @@ def make_plan(heads: int, tiny: bool = False) -> Plan:
     methods = ("mean", "random") if tiny else ("mean", "first", "random")
     fractions = TINY_FRACTIONS if tiny else FRACTIONS
     weights = DISTILL_WEIGHTS[-1:] if tiny else DISTILL_WEIGHTS
+    lrs = sorted((UPTRAIN_LR, *(OTHER_LRS[-1:] if tiny else OTHER_LRS)))
     ref = Model()
     return Plan(
         heads,
@@ -80,5 +85,6 @@ def make_plan(heads: int, tiny: bool = False) -> Plan:
             "fractions": [ref] + [Model(g, "mean", f) for g in variants for f in fractions],
             "groups": [ref] + [Model(g, "mean", f) for g in divisors(heads) for f in (0.0, main)],
             "objective": [ref] + [Model(g, "mean", main, w) for g in variants for w in (0.0, *weights)],
+            "lr": [ref] + [Model(1, "mean", main, lr=lr) for lr in lrs],
         },
     )

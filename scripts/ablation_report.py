@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ablation_plan import Model, Plan
+from ablation_plan import UPTRAIN_LR, Model, Plan
 from ablation_plots import objective_label, variant_label, write_plots
 
 BEGIN = "<!-- ablations:begin (written by scripts/ablations.py; edits inside are overwritten) -->"
@@ -263,6 +263,31 @@ def objective_section(plan: Plan, results: dict, img: str) -> str:
     )
 
 
+def lr_section(plan: Plan, results: dict) -> str:
+    models = [m for m in plan.experiments["lr"] if m.groups is not None]
+    base = results["reference"]["perplexity"]
+    rows = [["MHA reference", fmt(base, 2), "–"]]
+    for m in models:
+        r = results[m.name]
+        label = f"{m.lr:g}" + (" (the recipe)" if m.lr == UPTRAIN_LR else "")
+        rows.append([label, fmt(r["perplexity"], 2), fmt(math.exp(r["heldout_loss_after"]), 2)])
+    best = min(models, key=lambda m: results[m.name]["perplexity"])
+    verdict = (
+        "the recipe's learning rate is the best of these"
+        if best.lr == UPTRAIN_LR
+        else f"peak lr {best.lr:g} does better than the recipe's {UPTRAIN_LR:g}, so the other tables "
+        "understate what uptraining recovers"
+    )
+    return (
+        "### (e) Uptraining learning rate\n\n"
+        f"The other experiments uptrain at one peak learning rate, {UPTRAIN_LR:g} (a third of the "
+        f"reference's pre-training peak), chosen before any result was seen. This checks that choice on "
+        f"{variant_label(models[0].groups, plan.heads)} at {pct(plan.main)}.\n\n"
+        + _table(["peak lr", "WikiText-2 ppl", "held-out ppl"], rows)
+        + f"\n\n- On WikiText-2, {verdict}.\n"
+    )
+
+
 def runs_section(plan: Plan, results: dict) -> str:
     header = [
         "checkpoint",
@@ -270,6 +295,7 @@ def runs_section(plan: Plan, results: dict) -> str:
         "method",
         "uptraining",
         "objective",
+        "lr",
         "steps",
         "WikiText-2 ppl",
         "held-out ppl before → after",
@@ -288,6 +314,7 @@ def runs_section(plan: Plan, results: dict) -> str:
                 m.method if m.groups else "–",
                 pct(m.fraction),
                 objective_label(m.distill) if m.fraction else "–",
+                f"{m.lr:g}" if m.fraction else "–",
                 str(r.get("uptraining_steps", "–")),
                 fmt(r["perplexity"], 2),
                 heldout,
@@ -299,7 +326,7 @@ def runs_section(plan: Plan, results: dict) -> str:
 
 
 def setup_section(study: Any, plan: Plan, results: dict) -> str:
-    from ablation_plan import UPTRAIN_LR, UPTRAIN_SEED
+    from ablation_plan import UPTRAIN_SEED
 
     ref = results["reference"]
     return (
@@ -308,8 +335,9 @@ def setup_section(study: Any, plan: Plan, results: dict) -> str:
         f"every {study.window // 2} (uptrain.evaluate, the Hugging Face guide's method), fp32 on CPU; "
         "every checkpoint is scored on exactly the same tokens.\n\n"
         f"**Uptraining.** `uptrain train` on the reference's own pre-training corpus (as in the paper) "
-        f"with its batch and sequence length: AdamW (0.9, 0.95), weight decay 0.1, peak lr {UPTRAIN_LR:g} "
-        f"after a 10% warmup, cosine to 0, data-order seed {UPTRAIN_SEED}; the budget is "
+        f"with its batch and sequence length: AdamW (0.9, 0.95), weight decay 0.1, peak lr "
+        f"{UPTRAIN_LR:g} (other values in (e)) after a 10% warmup, cosine to 0, data-order seed "
+        f"{UPTRAIN_SEED}; the budget is "
         "`budget.fraction` of the `pretraining_tokens` recorded in the reference's uptrain.json, "
         "rounded down to whole steps. The *held-out* loss is that of the corpus blocks both pre-training "
         "and uptraining hold out. One seed per setting: differences of a few percent are within what "
@@ -351,6 +379,7 @@ def write_report(study: Any, plan: Plan, results: dict, page: Path, img_dir: Pat
             fractions_section(plan, results, img),
             groups_section(plan, results, img),
             objective_section(plan, results, img),
+            lr_section(plan, results),
             runs_section(plan, results),
             commands_section(command, results),
         ]

@@ -7,7 +7,8 @@ Experiments (H = the reference's heads; GQA = H/4 groups, MQA = 1):
   (a) methods:   mean vs first vs random conversion, each uptrained on 5% of the pre-training tokens;
   (b) fractions: mean conversion uptrained on 0, 1, 2.5, 5 and 10% of the pre-training tokens;
   (c) groups:    G = every divisor of H (G = H: the MHA model itself, trained on 5% more), 5%;
-  (d) objective: cross-entropy vs distillation from the MHA reference (distill.weight 0.5 and 1), 5%.
+  (d) objective: cross-entropy vs distillation from the MHA reference (distill.weight 0.5 and 1), 5%;
+  (e) lr:        the uptraining learning rate (MQA, 5%): the recipe's 1e-3 against 3e-4 and 3e-3.
 
 Each checkpoint is built with uptrain's library (convert_checkpoint; uptrain train's loop on the
 reference's own corpus, batch and sequence length, the budget a fraction of the `pretraining_tokens`
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ablation_plan import UPTRAIN_LR, UPTRAIN_SEED, Model, Plan, make_plan  # noqa: E402
+from ablation_plan import UPTRAIN_SEED, Model, Plan, make_plan  # noqa: E402
 
 
 @dataclass
@@ -86,7 +87,7 @@ def uptraining_config(study: Study, model: Model, converted: Path) -> dict[str, 
         "model": {"path": str(converted), "tokenizer": str(study.tokenizer_dir)},
         "data": {"dataset": str(study.corpus), "config": None, "seq_len": pre["seq_len"]},
         "budget": {"fraction": model.fraction},
-        "optim": {"lr": UPTRAIN_LR, "warmup": 0.1, "weight_decay": 0.1},
+        "optim": {"lr": model.lr, "warmup": 0.1, "weight_decay": 0.1},
         "train": {
             "per_device_batch": pre["global_batch"],
             "mixed_precision": "no",

@@ -20,7 +20,8 @@ def test_plan_for_eight_heads():
     fractions = {f"g{g}-mean{f}" for g in (2, 1) for f in ("", "-1pct", "-2.5pct", "-5pct", "-10pct")}
     groups = {f"g{g}-mean{f}" for g in (1, 2, 4, 8) for f in ("", "-5pct")}
     objective = {f"g{g}-mean-5pct{k}" for g in (2, 1) for k in ("", "-kd0.5", "-kd1")}
-    assert names == {"reference"} | methods | fractions | groups | objective
+    lr = {"g1-mean-5pct", "g1-mean-5pct-lr0.0003", "g1-mean-5pct-lr0.003"}
+    assert names == {"reference"} | methods | fractions | groups | objective | lr
     assert len(plan.models) == len(names)  # each checkpoint once
     assert plan.main == 0.05
     assert all(plan.experiments[e][0].name == "reference" for e in plan.experiments)  # the baseline row
@@ -67,13 +68,15 @@ def test_tiny_study_bookkeeping_and_resume(tmp_path, capsys):
     assert record["conversion"]["groups"] == 2 and record["conversion"]["method"] == "mean"
     kd = json.loads((work / "uptrained" / "g1-mean-25pct-kd1" / "final" / "uptrain.json").read_text())
     assert kd["training"]["distill"]["weight"] == 1.0
+    lr = json.loads((work / "uptrained" / "g1-mean-25pct-lr0.003" / "final" / "uptrain.json").read_text())
+    assert lr["training"]["optim"]["lr"] == 0.003 and record["training"]["optim"]["lr"] == 0.001
     # the MHA conversion (G = H) is the reference itself
     ref_ppl = json.loads((work / "evals" / "reference.json").read_text())["perplexity"]
     assert json.loads((work / "evals" / "g8-mean.json").read_text())["perplexity"] == pytest.approx(ref_ppl)
 
     text = page.read_text()
     assert text.startswith("# Results\n\n## Conversion methods\n\nkept as it is\n")
-    for heading in ("### (a)", "### (b)", "### (c)", "### (d)", "### Re-running"):
+    for heading in ("### (a)", "### (b)", "### (c)", "### (d)", "### (e)", "### Re-running"):
         assert text.count(heading) == 1
     assert f"| MHA reference (no conversion) | {ref_ppl:,.2f} |" in text
     for name in ("methods", "fractions", "groups", "objective"):
