@@ -294,8 +294,8 @@ def lr_section(plan: Plan, results: dict, pretraining_lr: float) -> str:
     return (
         "### (e) Uptraining learning rate\n\n"
         f"The other experiments uptrain at one peak learning rate, {UPTRAIN_LR:g} (the reference was "
-        f"pre-trained at a peak of {pretraining_lr:g}), chosen before any result was seen. This checks that choice on "
-        f"{variant_label(models[0].groups, plan.heads)} at {pct(plan.main)}.\n\n"
+        f"pre-trained at a peak of {pretraining_lr:g}), chosen before any result was seen. This checks "
+        f"that choice on {variant_label(models[0].groups, plan.heads)} at {pct(plan.main)}.\n\n"
         + _table(["peak lr", "WikiText-2 ppl", "held-out ppl"], rows)
         + f"\n\n- On WikiText-2, {verdict}.\n"
     )
