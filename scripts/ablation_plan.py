@@ -17,6 +17,7 @@ MAIN_FRACTION = 0.05
 UPTRAIN_LR = 1e-3  # a third of the reference's peak (3e-3); experiment "lr" checks the choice
 OTHER_LRS = (3e-4, 3e-3)
 UPTRAIN_SEED = 1  # the data order differs from pre-training's (seed 0)
+SECOND_SEED = 2  # experiment methods repeats its uptraining with this data order
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class Model:
     fraction: float = 0.0
     distill: float = 0.0  # distill.weight; 0 is plain cross-entropy
     lr: float = UPTRAIN_LR  # peak learning rate of uptraining
+    seed: int = UPTRAIN_SEED  # train.seed: the order of the uptraining data
 
     @property
     def name(self) -> str:
@@ -41,6 +43,8 @@ class Model:
             name += f"-kd{self.distill:g}"
         if self.fraction and self.lr != UPTRAIN_LR:
             name += f"-lr{self.lr:g}"
+        if self.fraction and self.seed != UPTRAIN_SEED:
+            name += f"-seed{self.seed}"
         return name
 
     @property
@@ -76,12 +80,15 @@ def make_plan(heads: int, tiny: bool = False) -> Plan:
     fractions = TINY_FRACTIONS if tiny else FRACTIONS
     weights = DISTILL_WEIGHTS[-1:] if tiny else DISTILL_WEIGHTS
     lrs = sorted((UPTRAIN_LR, *(OTHER_LRS[-1:] if tiny else OTHER_LRS)))
+    seeds = (UPTRAIN_SEED, SECOND_SEED)
     ref = Model()
     return Plan(
         heads,
         main,
         {
-            "methods": [ref] + [Model(g, m, f) for g in variants for m in methods for f in (0.0, main)],
+            "methods": [ref]
+            + [Model(g, m) for g in variants for m in methods]
+            + [Model(g, m, main, seed=s) for s in seeds for g in variants for m in methods],
             "fractions": [ref] + [Model(g, "mean", f) for g in variants for f in fractions],
             "groups": [ref] + [Model(g, "mean", f) for g in divisors(heads) for f in (0.0, main)],
             "objective": [ref] + [Model(g, "mean", main, w) for g in variants for w in (0.0, *weights)],

@@ -102,6 +102,11 @@ def plot_fractions(path: Path, plan: Plan, results: dict) -> None:
         line = sorted((m.fraction * 100, results[m.name]["perplexity"]) for m in models if m.groups == g)
         ax.plot(*zip(*line, strict=True), "o-", color=f"C{i}", label=variant_label(g, plan.heads))
         values += [y for _, y in line]
+    control = Model(plan.heads, "mean", plan.main)
+    if control.name in results:
+        y = results[control.name]["perplexity"]
+        ax.plot([plan.main * 100], [y], "kx", ms=8, label="MHA trained on the same tokens")
+        values.append(y)
     _perplexity_axis(ax, values, results["reference"]["perplexity"])
     ax.set_xlabel("uptraining tokens, % of pre-training")
     ax.legend(fontsize=8)

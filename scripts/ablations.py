@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ablation_plan import UPTRAIN_SEED, Model, Plan, make_plan  # noqa: E402
+from ablation_plan import Model, Plan, make_plan  # noqa: E402
 
 
 @dataclass
@@ -91,7 +91,7 @@ def uptraining_config(study: Study, model: Model, converted: Path) -> dict[str, 
         "train": {
             "per_device_batch": pre["global_batch"],
             "mixed_precision": "no",
-            "seed": UPTRAIN_SEED,
+            "seed": model.seed,
             "cpu_threads": study.threads,
         },
         "distill": {"enabled": bool(model.distill), "weight": model.distill or 0.5},

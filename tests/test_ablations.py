@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from reference_helpers import MINI_TOKENS_PER_STEP, build_mini_reference, fake_wikitext, load_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -16,7 +17,12 @@ def test_plan_for_eight_heads():
     plan_module = load_script("ablation_plan")
     plan = plan_module.make_plan(8)
     names = {m.name for m in plan.models}
-    methods = {f"g{g}-{m}{f}" for g in (2, 1) for m in ("mean", "first", "random") for f in ("", "-5pct")}
+    methods = {
+        f"g{g}-{m}{f}"
+        for g in (2, 1)
+        for m in ("mean", "first", "random")
+        for f in ("", "-5pct", "-5pct-seed2")
+    }
     fractions = {f"g{g}-mean{f}" for g in (2, 1) for f in ("", "-1pct", "-2.5pct", "-5pct", "-10pct")}
     groups = {f"g{g}-mean{f}" for g in (1, 2, 4, 8) for f in ("", "-5pct")}
     objective = {f"g{g}-mean-5pct{k}" for g in (2, 1) for k in ("", "-kd0.5", "-kd1")}
@@ -70,6 +76,9 @@ def test_tiny_study_bookkeeping_and_resume(tmp_path, capsys):
     assert kd["training"]["distill"]["weight"] == 1.0
     lr = json.loads((work / "uptrained" / "g1-mean-25pct-lr0.003" / "final" / "uptrain.json").read_text())
     assert lr["training"]["optim"]["lr"] == 0.003 and record["training"]["optim"]["lr"] == 0.001
+    for name, seed in (("g2-mean-25pct", 1), ("g2-mean-25pct-seed2", 2)):
+        config = yaml.safe_load((work / "uptrained" / name / "config.yaml").read_text())
+        assert config["train"]["seed"] == seed
     # the MHA conversion (G = H) is the reference itself
     ref_ppl = json.loads((work / "evals" / "reference.json").read_text())["perplexity"]
     assert json.loads((work / "evals" / "g8-mean.json").read_text())["perplexity"] == pytest.approx(ref_ppl)
