@@ -60,10 +60,13 @@ class ModelSection:
     )
     tiny: TinyModelSection | None = setting(
         None,
-        "Build a random MHA Llama with a byte-level tokenizer offline (into OUTPUT/source) as the "
-        "convert source: for tests and smoke runs, no download.",
+        "Build a random MHA Llama offline (into OUTPUT/source), with model.tokenizer's vocabulary or a "
+        "byte-level one: the convert source with model.convert (tests, smoke runs), or, alone, a model "
+        "to pre-train from scratch (its uptrain.json then records pretraining_tokens).",
     )
-    tokenizer: str | None = setting(None, "Tokenizer directory or Hub id (default: the model's own).")
+    tokenizer: str | None = setting(
+        None, "Tokenizer directory or Hub id (default: the model's own; model.tiny builds its model for it)."
+    )
     revision: str | None = setting(None, "Hub revision of model.path.")
     dtype: Literal["fp32", "bf16", "fp16"] = setting(
         "fp32", "dtype the trained weights are held in; keep fp32 and use train.mixed_precision for speed."
@@ -192,15 +195,25 @@ def _positive(where: str, **values: float | None) -> None:
 def check_config(cfg: UptrainConfig, where: str = "") -> None:
     """What types alone cannot say: exclusive choices, ranges."""
     m = cfg.model
-    if (m.path is None) == (m.convert is None):
-        raise UptrainError(f"{where}set exactly one of model.path (a GQA checkpoint) or model.convert")
+    if m.path is not None and m.tiny is not None:
+        raise UptrainError(
+            f"{where}model.tiny builds a source to convert or pre-train; drop it or model.path"
+        )
+    if (m.path is None) == (m.convert is None) and not (m.tiny is not None and m.convert is None):
+        raise UptrainError(
+            f"{where}set exactly one of model.path (a GQA checkpoint) or model.convert "
+            "(or model.tiny alone, to pre-train from scratch)"
+        )
     if m.convert is not None:
         if m.convert.groups is None:
             raise UptrainError(f"{where}model.convert.groups is required; set the number of KV heads")
         if (m.convert.source is None) == (m.tiny is None):
             raise UptrainError(f"{where}set exactly one of model.convert.source or model.tiny")
-    elif m.tiny is not None:
-        raise UptrainError(f"{where}model.tiny builds a source to convert; add model.convert.groups")
+    elif m.tiny is not None and cfg.budget.max_tokens is None and cfg.budget.max_steps is None:
+        raise UptrainError(
+            f"{where}pre-training model.tiny from scratch has no pre-training to take a fraction of; "
+            "set budget.max_tokens or budget.max_steps"
+        )
     _positive(f"{where}model.convert.", groups=m.convert.groups if m.convert else None)
     if cfg.data.seq_len < 2:
         raise UptrainError(f"{where}data.seq_len must be at least 2, not {cfg.data.seq_len}")

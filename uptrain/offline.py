@@ -1,9 +1,10 @@
 """Offline stand-ins for downloads: a tiny random MHA Llama and text that ships with Python.
 
-`build_tiny_llama` writes an ordinary Hugging Face checkpoint (safetensors, config.json, a byte-level
-tokenizer.json that needs no training) so that the whole recipe -- convert, uptrain, evaluate --
-runs on a machine with no network. `builtin_text("python-docs")` is the text of the Python
-documentation topics (pydoc_data, part of the standard library).
+`build_tiny_llama` writes an ordinary Hugging Face checkpoint (safetensors, config.json, and a
+byte-level tokenizer.json that needs no training, or the caller's tokenizer) so that the whole recipe
+-- convert, uptrain, evaluate, or pre-training from scratch -- runs on a machine with no network.
+`builtin_text("python-docs")` is the text of the Python documentation topics (pydoc_data, part of the
+standard library).
 """
 
 from __future__ import annotations
@@ -45,39 +46,49 @@ def byte_level_tokenizer():  # -> PreTrainedTokenizerFast
     )
 
 
-def tiny_llama_config(spec: TinyLlamaSpec, vocab_size: int = len(SPECIAL_TOKENS) + 256) -> dict:
-    """The LlamaConfig arguments of the tiny model (its config.json, less model_type)."""
+def tokenizer_fingerprint(tokenizer) -> str:  # PreTrainedTokenizerFast
+    """SHA-256 of a fast tokenizer's serialized form: which vocabulary a built model was made for."""
+    import hashlib
+
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def tiny_llama_config(spec: TinyLlamaSpec, tokenizer=None) -> dict:
+    """The LlamaConfig arguments of the tiny model (its config.json, less model_type), sized for
+    `tokenizer` (a fast tokenizer) or, by default, the byte-level one."""
+    tokenizer = tokenizer if tokenizer is not None else byte_level_tokenizer()
     return dict(
-        vocab_size=vocab_size,
+        vocab_size=len(tokenizer),
         hidden_size=spec.hidden,
         intermediate_size=spec.intermediate,
         num_hidden_layers=spec.layers,
         num_attention_heads=spec.heads,
         num_key_value_heads=spec.heads,
         max_position_embeddings=spec.max_positions,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
 
 
-def build_tiny_llama(out: Path, spec: TinyLlamaSpec = TinyLlamaSpec()) -> Path:
-    """Write a randomly initialised MHA Llama with a byte-level tokenizer to `out` (atomically).
-    An existing `out` built from the same spec is kept as it is."""
+def build_tiny_llama(out: Path, spec: TinyLlamaSpec = TinyLlamaSpec(), tokenizer=None) -> Path:
+    """Write a randomly initialised MHA Llama to `out` (atomically), sized for `tokenizer` (a fast
+    tokenizer, saved beside it) or, by default, a byte-level one. An existing `out` built from the
+    same spec and tokenizer is kept as it is."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     out = Path(out)
-    built = {"kind": "tiny-llama", **asdict(spec)}
+    tokenizer = tokenizer if tokenizer is not None else byte_level_tokenizer()
+    built = {"kind": "tiny-llama", **asdict(spec), "tokenizer_sha256": tokenizer_fingerprint(tokenizer)}
     if read_provenance(out).get("built") == built:
         return out
     if spec.hidden % spec.heads:
         raise UptrainError(
             f"model.tiny.hidden {spec.hidden} is not a multiple of model.tiny.heads {spec.heads}"
         )
-    tokenizer = byte_level_tokenizer()
-    config = LlamaConfig(**tiny_llama_config(spec, len(tokenizer)))
+    config = LlamaConfig(**tiny_llama_config(spec, tokenizer))
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(config)
     with atomic_directory(out, overwrite=True) as tmp:

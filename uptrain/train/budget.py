@@ -121,15 +121,15 @@ def plan_budget(
     )
 
 
-def describe_budget(budget: Budget) -> str:
+def describe_budget(budget: Budget, doing: str = "uptraining") -> str:
     """E.g. "uptraining 5.0% of 2.0T pre-training tokens = 100B tokens = 24,414 steps"."""
     steps = f"{budget.steps:,} steps of {format_tokens(budget.tokens_per_step)} tokens"
     if budget.fraction is not None and budget.pretraining_tokens:
         return (
-            f"uptraining {format_percent(budget.fraction)} of {format_tokens(budget.pretraining_tokens)} "
+            f"{doing} {format_percent(budget.fraction)} of {format_tokens(budget.pretraining_tokens)} "
             f"pre-training tokens = {format_tokens(budget.requested_tokens or 0)} tokens = {steps}"
         )
-    text = f"uptraining {format_tokens(budget.tokens)} tokens = {steps}"
+    text = f"{doing} {format_tokens(budget.tokens)} tokens = {steps}"
     if budget.fraction_of_pretraining is not None:
         text += (
             f" = {format_percent(budget.fraction_of_pretraining)} of "

@@ -109,9 +109,10 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
         corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data)
 
     # 4. the budget
-    original = b.pretraining_tokens or pretraining_tokens(student.record)
+    original = None if student.from_scratch else b.pretraining_tokens or pretraining_tokens(student.record)
     budget = plan_budget(per_step, original, b.fraction, b.max_tokens, b.max_steps)
-    say(describe_budget(budget))
+    doing = "pre-training from scratch" if student.from_scratch else "uptraining"
+    say(describe_budget(budget, doing))
     samples = budget.steps * t.grad_accum * t.per_device_batch * accelerator.num_processes
     if corpus.block_count is not None:
         say(
@@ -148,7 +149,7 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
     if state.step == 0:
         record = {"step": 0, "tokens": 0, **evaluator(model)}
         metrics.write(record)
-        say(f"before uptraining: held-out loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.2f})")
+        say(f"before {doing}: held-out loss {record['eval_loss']:.4f} (ppl {record['eval_ppl']:.2f})")
 
     # 7. the loop
     started = time.perf_counter()
@@ -239,7 +240,7 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
     # 8. the end: held-out loss, the final checkpoint, the budget achieved
     last_eval = {"step": state.step, "tokens": state.tokens, **evaluator(model)}
     metrics.write(last_eval)
-    say(f"after uptraining: held-out loss {last_eval['eval_loss']:.4f} (ppl {last_eval['eval_ppl']:.2f})")
+    say(f"after {doing}: held-out loss {last_eval['eval_loss']:.4f} (ppl {last_eval['eval_ppl']:.2f})")
     training = {
         "finished": now(),
         "steps": state.step,
@@ -254,18 +255,23 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
         "mixed_precision": accelerator.mixed_precision,
         "dataset": {"id": cfg.data.dataset, "config": cfg.data.config, "split": cfg.data.split},
         "objective": objective_name(cfg.distill if teacher else None),
+        "from_scratch": student.from_scratch,
         "optim": {"lr": cfg.optim.lr, "scheduler": cfg.optim.scheduler},
         "distill": {"weight": cfg.distill.weight, "temperature": cfg.distill.temperature}
         if teacher
         else None,
     }
+    # a model trained from scratch: these tokens are its pre-training, the base of later budgets
+    record = dict(student.record)
+    if student.from_scratch:
+        record["pretraining_tokens"] = state.tokens
     save_final(
         accelerator,
         model,
         tokenizer,
         run.final,
         student.path,
-        student.record,
+        record,
         training,
         checkpoint_dtype(student.path),
     )

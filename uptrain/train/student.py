@@ -1,5 +1,6 @@
 """Which checkpoint gets uptrained: model.path as it is, or model.convert's output (converted first,
 from model.convert.source or from a tiny model built offline), plus the default distillation teacher.
+model.tiny alone is a random model to pre-train from scratch.
 
 A conversion already in OUTPUT/converted from the same source and settings is reused, so a
 resumed run does not convert again.
@@ -28,6 +29,7 @@ class Student:
     path: Path  # checkpoint directory to uptrain
     record: dict[str, Any]  # its uptrain.json (the provenance chain)
     teacher: str | None  # the model it came from, the default distillation teacher
+    from_scratch: bool = False  # a random initialisation: this training is its pre-training
 
 
 def _open(ref: str, key: str, revision: str | None = None, with_code: bool = False) -> Any:
@@ -79,6 +81,7 @@ def check_student(model: ModelSection) -> None:
     model's vocabulary. A Hub source is checked after its download."""
     trust = model.trust_remote_code
     if model.tiny is not None:
+        # sized for model.tokenizer when it is built, so only G is checked here
         config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
         key, tokenizer_key = "model.tiny", None
     else:
@@ -91,7 +94,7 @@ def check_student(model: ModelSection) -> None:
         tokenizer_key = key
     if model.convert is not None:
         _route(config, model.convert.groups, key)
-    if model.tokenizer is not None:
+    if model.tokenizer is not None and model.tiny is None:
         if Path(model.tokenizer).expanduser().is_dir():
             _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
     elif tokenizer_key is not None:
@@ -108,12 +111,15 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
         return Student(source.root, record, origin.get("path") or origin.get("hub_id"))
 
     convert = model.convert
-    assert convert is not None
     if model.tiny is not None:
         spec = TinyLlamaSpec(**vars(model.tiny))
         say(f"building a tiny random MHA Llama ({spec.layers} layers, {spec.heads} heads) in {run.source}")
-        ref = str(build_tiny_llama(run.source, spec))
+        tokenizer = load_tokenizer(model.tokenizer, model.trust_remote_code) if model.tokenizer else None
+        ref = str(build_tiny_llama(run.source, spec, tokenizer))
+        if convert is None:
+            return Student(run.source, read_provenance(run.source), None, from_scratch=True)
     else:
+        assert convert is not None
         ref = convert.source
     source = _open(ref, "model.convert.source", convert.revision)
     record = read_provenance(run.converted)
