@@ -2,7 +2,8 @@
 from model.convert.source or from a tiny model built offline), plus the default distillation teacher.
 
 A conversion already in OUTPUT/converted from the same source and settings is reused, so a
-resumed run does not convert again.
+resumed run does not convert again. A .gguf source (or `package:MODULE/FILE` naming one) is dequantized
+once into OUTPUT/source, an ordinary checkpoint that conversion, evaluation and distillation then read.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
+from uptrain.convert.gguf import dequantize_gguf
 from uptrain.convert.source import open_source
 from uptrain.errors import UptrainError
-from uptrain.offline import TinyLlamaSpec, build_tiny_llama
+from uptrain.offline import TinyLlamaSpec, build_tiny_llama, resolve_source_ref
 from uptrain.provenance import read_provenance
 from uptrain.train.run_dir import RunDir
 
@@ -47,6 +49,15 @@ def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection
     )
 
 
+def source_ref(model: ModelSection) -> str:
+    """model.convert.source with a package: reference resolved to the file's path."""
+    assert model.convert is not None and model.convert.source is not None
+    try:
+        return resolve_source_ref(model.convert.source)
+    except UptrainError as exc:
+        raise UptrainError(f"model.convert.source: {exc}") from None
+
+
 def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> Student:
     """Resolve, build or convert the model to uptrain. Run it on the main process first."""
     if model.path is not None:
@@ -59,10 +70,16 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
     assert convert is not None
     if model.tiny is not None:
         spec = TinyLlamaSpec(**vars(model.tiny))
-        say(f"building a tiny random MHA Llama ({spec.layers} layers, {spec.heads} heads) in {run.source}")
+        if read_provenance(run.source).get("built") != {"kind": "tiny-llama", **vars(model.tiny)}:
+            say(
+                f"building a tiny random MHA Llama ({spec.layers} layers, {spec.heads} heads) in {run.source}"
+            )
         ref = str(build_tiny_llama(run.source, spec))
     else:
-        ref = convert.source
+        ref = source_ref(model)
+        if ref.lower().endswith(".gguf") and Path(ref).is_file():
+            say(f"reading {Path(ref).name} into {run.source} (dequantized, once)")
+            ref = str(dequantize_gguf(Path(ref), run.source, convert.dtype))
     source = _open(ref, "model.convert.source", convert.revision)
     record = read_provenance(run.converted)
     if not (run.converted.is_dir() and _conversion_matches(record, source, model)):
