@@ -96,10 +96,12 @@ def training_inputs(cfg: UptrainConfig) -> dict[str, Any]:
 
 def plan_stages(cfg: UptrainConfig) -> dict[str, Stage]:
     """Every stage with its inputs (and so its digest), before any of them runs."""
+    source = source_identity(cfg)
+    built = "tiny" in source or source.get("file", {}).get("path", "").lower().endswith(".gguf")
     convert = Stage(
         "convert",
-        {"convert": to_plain(cfg.model.convert), "source": source_identity(cfg)},
-        ["converted/uptrain.json"],
+        {"convert": to_plain(cfg.model.convert), "source": source},
+        ["converted/uptrain.json", *(["source/uptrain.json"] if built else [])],
     )
     evaluation = evaluation_inputs(cfg)
 
@@ -206,7 +208,11 @@ class Pipeline:
 
         resumed = latest_checkpoint(self.run.checkpoints) is not None
         self.manifests.write(self.stages["train"], status=STARTED)
-        result = train(self.cfg, self.run.root, resume=True, console=self.console)
+        try:
+            result = train(self.cfg, self.run.root, resume=True, console=self.console)
+        except UptrainError as exc:  # a rerun of `uptrain run` is what resumes it
+            message = str(exc).replace("rerun with --resume", "rerun the same uptrain run, which resumes")
+            raise UptrainError(message, exit_code=exc.exit_code) from None
         self.outcome.statuses["train"] = "resumed" if resumed else "ran"
         return {"steps": result.steps, "tokens": result.tokens}
 

@@ -67,7 +67,8 @@ def freeze_all_but(model: Any, patterns: list[str]) -> int:
             param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in patterns))
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if trainable == 0:
-        example = next(name for name, _ in model.named_parameters())
+        names = [name for name, _ in model.named_parameters()]
+        example = next((n for n in names if "attn" in n), names[0])
         raise UptrainError(f"train.trainable {patterns} matches no parameter; names look like {example!r}")
     return trainable
 
