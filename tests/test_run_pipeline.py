@@ -220,3 +220,17 @@ def test_push_at_the_end_uploads_final_with_the_report_on_its_card(finished, tmp
         again = run_in_process(out, "push.repo=tester/tiny-run")
         assert again.exit_code == 0, again.output
         assert hub.calls("commit") == 1  # pushed once; the rerun found it up to date
+
+
+def test_a_push_without_a_token_fails_before_any_work(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    monkeypatch.setattr(constants, "HF_TOKEN", None, raising=False)
+    result = run_in_process(tmp_path / "out", "push.repo=tester/tiny-run")
+    assert_one_line_error(result, "push.repo", "HF_TOKEN")
+    assert not (tmp_path / "out" / "stages").exists() and not (tmp_path / "out" / "converted").exists()
+    result = run_in_process(tmp_path / "out", "push.repo=not a/valid--id")
+    assert_one_line_error(result, "not a valid Hub repo id")

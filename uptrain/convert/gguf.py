@@ -91,6 +91,14 @@ def gguf_identity(gguf_path: Path, dtype: str | None = None) -> dict:
     }
 
 
+def is_dequantized_copy(out: Path, gguf_path: Path, dtype: str | None = None) -> bool:
+    """Whether `out` holds a dequantized copy of this very file at this dtype."""
+    from uptrain.provenance import read_provenance
+
+    identity = gguf_identity(gguf_path, dtype)
+    return read_provenance(out).get("dequantized") == identity and (Path(out) / "model.safetensors").is_file()
+
+
 def dequantize_gguf(gguf_path: Path, out: Path, dtype: str | None = None) -> Path:
     """Write a .gguf file as an ordinary safetensors checkpoint in `out`, atomically: config.json,
     the weights at `dtype` (default float32), the tokenizer and generation config, and uptrain.json
@@ -102,14 +110,14 @@ def dequantize_gguf(gguf_path: Path, out: Path, dtype: str | None = None) -> Pat
 
     from uptrain.atomic import atomic_directory
     from uptrain.convert.convert import copy_side_files
-    from uptrain.provenance import now, read_provenance, write_provenance
+    from uptrain.provenance import now, write_provenance
 
     gguf_path, out = Path(gguf_path), Path(out)
     if not gguf_path.is_file():
         raise UptrainError(f"GGUF file {gguf_path} does not exist; check the path")
-    identity = gguf_identity(gguf_path, dtype)
-    if read_provenance(out).get("dequantized") == identity and (out / "model.safetensors").is_file():
+    if is_dequantized_copy(out, gguf_path, dtype):
         return out
+    identity = gguf_identity(gguf_path, dtype)
     source = open_gguf_source(gguf_path, dtype)
     (shard,) = source.shards
     tensors = {name: shard.load(name).contiguous() for name in shard.names()}

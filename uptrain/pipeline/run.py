@@ -44,6 +44,7 @@ from uptrain.pipeline.manifest import (
     file_identity,
 )
 from uptrain.provenance import read_provenance
+from uptrain.report import PLOT_FILES
 from uptrain.schema import to_plain
 from uptrain.train.checkpoints import latest_checkpoint
 from uptrain.train.run_dir import RESUMABLE_CHANGES, RunDir, changed_keys
@@ -114,7 +115,7 @@ def plan_stages(cfg: UptrainConfig) -> dict[str, Stage]:
     )
     stages = [convert, evaluate("source", convert), evaluate("converted", convert), train]
     stages.append(evaluate("uptrained", train))
-    plots = ["training.png", "perplexity.png", "kv_cache.png"] if cfg.report.plots else []
+    plots = list(PLOT_FILES.values()) if cfg.report.plots else []
     report = Stage(
         "report",
         {
@@ -145,6 +146,22 @@ def check_training_conflict(cfg: UptrainConfig, run: RunDir, manifests: Manifest
         raise UptrainError(
             f"{run.root} holds training from other inputs ({', '.join(changed[:4])}); choose another "
             f"--output, or delete {run.final.name}/ and {run.checkpoints.name}/ there to train again"
+        )
+
+
+def check_push_possible(cfg: UptrainConfig) -> None:
+    """Before hours of work: a push.repo that cannot be pushed to is an error now, not at the end."""
+    from huggingface_hub import constants, get_token
+
+    from uptrain.hub import check_repo_id
+
+    check_repo_id(cfg.push.repo)
+    if constants.is_offline_mode():
+        raise UptrainError("push.repo is set but HF_HUB_OFFLINE is too; unset it, or remove push.repo")
+    if get_token() is None:
+        raise UptrainError(
+            "push.repo is set but no Hugging Face token was found; set HF_TOKEN to a token with write "
+            "access (or run `hf auth login`), or remove push.repo"
         )
 
 
@@ -217,7 +234,7 @@ class Pipeline:
         return {"steps": result.steps, "tokens": result.tokens}
 
     def report(self) -> dict[str, Any]:
-        from uptrain.report import PLOT_FILES, build_report, draw_plots, read_metrics, write_report
+        from uptrain.report import build_report, draw_plots, read_metrics, write_report
 
         evaluations = {
             role: json.loads((self.run.root / "evaluation" / f"{role}.json").read_text()) for role in ROLES
@@ -253,6 +270,8 @@ class Pipeline:
         root = self.run.root
         root.mkdir(parents=True, exist_ok=True)
         check_training_conflict(self.cfg, self.run, self.manifests, self.stages["train"])
+        if "push" in self.stages and not self.manifests.up_to_date(self.stages["push"]):
+            check_push_possible(self.cfg)
         atomic_write_text(root / "run.yaml", f"# resolved from uptrain run\n{dump_config(self.cfg)}")
         convert = self.stage("convert", self.convert)
         source = Path(convert["source_path"])

@@ -15,7 +15,7 @@ from typing import Any
 
 from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
-from uptrain.convert.gguf import dequantize_gguf
+from uptrain.convert.gguf import dequantize_gguf, is_dequantized_copy
 from uptrain.convert.source import open_source
 from uptrain.errors import UptrainError
 from uptrain.offline import TinyLlamaSpec, build_tiny_llama, resolve_source_ref
@@ -78,7 +78,8 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
     else:
         ref = source_ref(model)
         if ref.lower().endswith(".gguf") and Path(ref).is_file():
-            say(f"reading {Path(ref).name} into {run.source} (dequantized, once)")
+            if not is_dequantized_copy(run.source, Path(ref), convert.dtype):
+                say(f"reading {Path(ref).name} into {run.source} (dequantized, once)")
             ref = str(dequantize_gguf(Path(ref), run.source, convert.dtype))
     source = _open(ref, "model.convert.source", convert.revision)
     record = read_provenance(run.converted)
