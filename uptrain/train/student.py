@@ -3,7 +3,8 @@ from model.convert.source or from a tiny model built offline), plus the default 
 model.tiny alone is a random model to pre-train from scratch.
 
 A conversion already in OUTPUT/converted from the same source and settings is reused, so a
-resumed run does not convert again.
+resumed run does not convert again. A .gguf source (or `package:MODULE/FILE` naming one) is dequantized
+once into OUTPUT/source, an ordinary checkpoint that conversion, evaluation and distillation then read.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 from uptrain.architectures import plan_route
 from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
+from uptrain.convert.gguf import dequantize_gguf, is_dequantized_copy
 from uptrain.convert.source import open_source
 from uptrain.errors import UptrainError
 from uptrain.models import check_remote_code, load_tokenizer
-from uptrain.offline import TinyLlamaSpec, build_tiny_llama, tiny_llama_config
+from uptrain.offline import TinyLlamaSpec, build_tiny_llama, resolve_source_ref, tiny_llama_config
 from uptrain.provenance import read_provenance
 from uptrain.train.run_dir import RunDir
 
@@ -85,7 +87,7 @@ def check_student(model: ModelSection) -> None:
         config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
         key, tokenizer_key = "model.tiny", None
     else:
-        ref = model.path if model.path is not None else model.convert.source
+        ref = model.path if model.path is not None else source_ref(model)
         key = "model.path" if model.path is not None else "model.convert.source"
         if not Path(ref).expanduser().is_dir():
             return
@@ -99,6 +101,15 @@ def check_student(model: ModelSection) -> None:
             _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
     elif tokenizer_key is not None:
         _check_tokenizer(ref, tokenizer_key, config, trust)
+
+
+def source_ref(model: ModelSection) -> str:
+    """model.convert.source with a package: reference resolved to the file's path."""
+    assert model.convert is not None and model.convert.source is not None
+    try:
+        return resolve_source_ref(model.convert.source)
+    except UptrainError as exc:
+        raise UptrainError(f"model.convert.source: {exc}") from None
 
 
 def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> Student:
@@ -119,8 +130,11 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
         if convert is None:
             return Student(run.source, read_provenance(run.source), None, from_scratch=True)
     else:
-        assert convert is not None
-        ref = convert.source
+        ref = source_ref(model)
+        if ref.lower().endswith(".gguf") and Path(ref).is_file():
+            if not is_dequantized_copy(run.source, Path(ref), convert.dtype):
+                say(f"reading {Path(ref).name} into {run.source} (dequantized, once)")
+            ref = str(dequantize_gguf(Path(ref), run.source, convert.dtype))
     source = _open(ref, "model.convert.source", convert.revision)
     record = read_provenance(run.converted)
     if not (run.converted.is_dir() and _conversion_matches(record, source, model)):
