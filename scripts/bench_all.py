@@ -64,7 +64,7 @@ def _met(f: dict) -> str:
     if op == "<=":
         return f"**missed**: {f['value'] / goal_value:.2f}x the limit"
     if op == ">=":
-        return f"**missed**: {f['value'] / goal_value:.0%} of the goal"
+        return f"**missed**: {f['value'] / goal_value:.1%} of the goal"
     return "**missed**"
 
 
