@@ -229,3 +229,29 @@ def test_ctrl_c_while_the_cli_is_still_importing_is_one_line(monkeypatch, capsys
         signal.signal(signal.SIGTERM, previous)
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "error: interrupted\n"
+
+
+def test_an_interrupt_that_torch_turns_into_another_exception_is_still_an_interrupt(tmp_path, monkeypatch):
+    # Found at a random SIGTERM: raised while torch's C++ was calling back into Python, the
+    # KeyboardInterrupt came out as "ValueError: could not determine the shape of object type ...".
+    from cli_helpers import assert_one_line_error, run_cli
+
+    import uptrain.convert.source as source_module
+
+    def interrupted_inside_torch(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            message = "could not determine the shape of object type 'torch.storage.UntypedStorage'"
+            raise ValueError(message) from None
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(source_module, "open_source", interrupted_inside_torch)
+    before = signal.getsignal(signal.SIGTERM)
+    result = run_cli("convert", tmp_path / "src", tmp_path / "out", "--groups", "1")
+    assert_one_line_error(result, "interrupted", code=130)
+    assert signal.getsignal(signal.SIGTERM) is before  # the CLI's handler is gone afterwards
+    # without a signal, the same exception is an internal error (exit 1), not an interrupt
+    monkeypatch.setattr(source_module, "open_source", lambda *a, **k: (_ for _ in ()).throw(ValueError("x")))
+    assert_one_line_error(run_cli("convert", tmp_path / "src", tmp_path / "out", "--groups", "1"), code=1)

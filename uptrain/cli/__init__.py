@@ -40,7 +40,13 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+_signalled: list[int] = []  # the SIGINT/SIGTERM received during this command, if any
+
+
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    # Recorded as well as raised: a KeyboardInterrupt raised while torch's C++ code is calling back
+    # into Python can come out as another exception (e.g. a ValueError about a storage's shape).
+    _signalled.append(signum)
     raise KeyboardInterrupt
 
 
@@ -51,7 +57,8 @@ class UptrainGroup(TyperGroup):
         args = list(sys.argv[1:] if args is None else args)
         extra.pop("standalone_mode", None)
         debug = _debug_requested(args)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        _signalled.clear()
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             code = super().main(args=args, prog_name=prog_name or "uptrain", standalone_mode=False, **extra)
         except CLICK_ERRORS as exc:
@@ -69,12 +76,15 @@ class UptrainGroup(TyperGroup):
                 traceback.print_exc()
             _fail(str(exc), exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+            if _signalled:  # an interrupt that surfaced as another exception
+                _fail("interrupted", EXIT_INTERRUPTED)
             if debug:
                 traceback.print_exc()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             _fail(f"{type(exc).__name__}: {first} (an internal error; rerun with --debug and report it)", 1)
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         if code == EXIT_INTERRUPTED:
             _fail("interrupted", EXIT_INTERRUPTED)
         sys.exit(code or 0)
