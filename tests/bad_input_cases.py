@@ -20,7 +20,7 @@ from bad_input import then as steps
 from bad_input import write as write_file
 from train_runs import SMALL, TINY, sets
 
-COMMANDS = ("cli", "convert", "inspect", "eval", "train", "push")
+COMMANDS = ("cli", "convert", "inspect", "eval", "train", "push", "run", "demo")
 
 
 @dataclass(frozen=True)
@@ -435,6 +435,57 @@ CASES = [
         lambda p: ["push", p.gqa, "t/x"],
         ("HTTP 503", "retry later"),
         hub=(503,) * 10,
+    ),
+    Case(
+        "run",
+        "config-missing",
+        lambda p: ["run", "--config", p.work / "nope.yaml", "--output", p.out],
+        ("does not exist", "--config"),
+    ),
+    Case(
+        "run", "no-config", lambda p: ["run", "--output", p.out], ("--config", "uptrain run --help"), code=2
+    ),
+    Case(
+        "run",
+        "report-key-unknown",
+        lambda p: ["run", "--config", TINY, "--output", p.out, *sets("report.bogus=1")],
+        ("unknown key report.bogus",),
+    ),
+    Case(
+        "run",
+        "plots-not-a-boolean",
+        lambda p: ["run", "--config", TINY, "--output", p.out, *sets("report.plots=maybe")],
+        ("report.plots must be true or false", "maybe"),
+    ),
+    Case(
+        "run",
+        "push-repo-invalid",
+        lambda p: ["run", "--config", TINY, "--output", p.out, *sets("push.repo=not a/valid--id")],
+        ("not a valid Hub repo id",),
+    ),
+    Case(
+        "demo",
+        "method-unknown",
+        lambda p: ["demo", "--output", p.out, "--method", "bogus"],
+        ("model.convert.method must be one of", "bogus"),
+    ),
+    Case(
+        "demo",
+        "set-unknown-key",
+        lambda p: ["demo", "--output", p.out, *sets("train.bogus=1")],
+        ("unknown key train.bogus",),
+    ),
+    Case(
+        "demo",
+        "dataset-config-without-dataset",
+        lambda p: ["demo", "--output", p.out, "--hub-dataset-config", "wikitext-2-raw-v1"],
+        ("--hub-dataset-config needs --hub-dataset",),
+    ),
+    Case(
+        "demo",
+        "steps-not-a-number",
+        lambda p: ["demo", "--output", p.out, *sets("budget.max_steps=many")],
+        ("budget.max_steps", "many"),
     ),
 ]
 

@@ -231,6 +231,6 @@ def test_a_push_without_a_token_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_TOKEN", None, raising=False)
     result = run_in_process(tmp_path / "out", "push.repo=tester/tiny-run")
     assert_one_line_error(result, "push.repo", "HF_TOKEN")
-    assert not (tmp_path / "out" / "stages").exists() and not (tmp_path / "out" / "converted").exists()
+    assert not (tmp_path / "out").exists()
     result = run_in_process(tmp_path / "out", "push.repo=not a/valid--id")
     assert_one_line_error(result, "not a valid Hub repo id")

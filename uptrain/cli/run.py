@@ -81,8 +81,13 @@ def demo_command(
     from importlib.resources import files
 
     from uptrain.config import dump_config, parse_config
+    from uptrain.errors import UptrainError
     from uptrain.schema import read_yaml_mapping
 
+    if hub_dataset_config and not hub_dataset:
+        raise UptrainError(
+            "--hub-dataset-config needs --hub-dataset (the dataset it configures); add it or drop it"
+        )
     text = (files("uptrain") / DEMO_CONFIG).read_text()
     assignments = []
     if hub_model:
@@ -91,7 +96,7 @@ def demo_command(
         assignments += [f"data.dataset={hub_dataset}", f"data.config={hub_dataset_config or ''}"]
     if method:
         assignments.append(f"model.convert.method={method}")
-    where = "configs/demo.yaml: "
+    where = "configs/demo.yaml (--method, --set): " if method or overrides else "configs/demo.yaml: "
     cfg = parse_config(read_yaml_mapping(text, where), [*assignments, *(overrides or [])], where)
     if print_config:
         typer.echo(dump_config(cfg), nl=False)

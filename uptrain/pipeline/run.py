@@ -268,10 +268,10 @@ class Pipeline:
 
     def __call__(self) -> RunOutcome:
         root = self.run.root
-        root.mkdir(parents=True, exist_ok=True)
         check_training_conflict(self.cfg, self.run, self.manifests, self.stages["train"])
         if "push" in self.stages and not self.manifests.up_to_date(self.stages["push"]):
             check_push_possible(self.cfg)
+        root.mkdir(parents=True, exist_ok=True)  # only once the checks passed: a mistake leaves nothing
         atomic_write_text(root / "run.yaml", f"# resolved from uptrain run\n{dump_config(self.cfg)}")
         convert = self.stage("convert", self.convert)
         source = Path(convert["source_path"])
