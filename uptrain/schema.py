@@ -143,7 +143,12 @@ def field_type(cls: type, dotted: str) -> Any:
         if not dataclasses.is_dataclass(tp) or part not in _hints(tp):
             names = [f.name for f in dataclasses.fields(tp)] if dataclasses.is_dataclass(tp) else []
             close = difflib.get_close_matches(part, names, n=1)
-            hint = f"; did you mean {'.'.join([*walked, close[0]])}?" if close else ""
+            if close:
+                hint = f"; did you mean {'.'.join([*walked, close[0]])}?"
+            else:
+                hint = (
+                    f"; known keys here: {', '.join(names)}" if names else "; see --print-config for the keys"
+                )
             raise UptrainError(f"--set: unknown key {dotted}{hint}")
         tp = _hints(tp)[part]
         walked.append(part)
