@@ -17,6 +17,7 @@ from typing import Any
 
 from uptrain.atomic import atomic_write_text
 from uptrain.provenance import now
+from uptrain.train.run_dir import flatten
 
 STARTED, FINISHED = "started", "finished"
 
@@ -36,20 +37,11 @@ class Stage:
         return digest_of(self.inputs)
 
 
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def changed_inputs(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted keys whose values differ between two stages' inputs."""
     a, b = (
-        _flatten(json.loads(json.dumps(old, default=str))),
-        _flatten(json.loads(json.dumps(new, default=str))),
+        flatten(json.loads(json.dumps(old, default=str))),
+        flatten(json.loads(json.dumps(new, default=str))),
     )
     return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 

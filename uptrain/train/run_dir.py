@@ -58,18 +58,19 @@ class RunDir:
         return self.root / "metrics.jsonl"
 
 
-def _flatten(node: object, prefix: str = "") -> dict[str, object]:
+def flatten(node: object, prefix: str = "") -> dict[str, object]:
+    """A nested mapping as {"a.b.c": leaf}."""
     if isinstance(node, dict):
         out: dict[str, object] = {}
         for k, v in node.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
 
 def changed_keys(old_yaml: str, new_yaml: str) -> list[str]:
     """Dotted keys whose values differ between two resolved configs, ignoring RESUMABLE_CHANGES."""
-    old, new = _flatten(yaml.safe_load(old_yaml) or {}), _flatten(yaml.safe_load(new_yaml) or {})
+    old, new = flatten(yaml.safe_load(old_yaml) or {}), flatten(yaml.safe_load(new_yaml) or {})
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     return [k for k in keys if not k.startswith(RESUMABLE_CHANGES)]
 
