@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXTRA_INITS = ("ones", "zeros")
+ROPE_STYLES = ("half", "interleaved", "none")
+QK_NORMS = ("none", "shared", "per_head", "full")
 
 
 @dataclass(frozen=True)
@@ -47,9 +49,18 @@ class Architecture:
     o: str
     kv_extras: tuple[KVExtra, ...] = ()
     config: ConfigKeys = field(default_factory=ConfigKeys)
+    rope: str = "half"  # which key dims RoPE rotates together: half (j, j+d/2), interleaved (2j, 2j+1), none
+    qk_norm: str = "none"  # a norm on q and k after the projection: none, shared, per_head, full
+    qk_norm_flag: str | None = None  # config key that switches qk_norm on (None: always on)
 
     def prefix(self, layer: int) -> str:
         return self.attention.format(layer=layer)
+
+    def normalizes_keys(self, config: dict) -> bool:
+        """Whether keys pass through a norm after k_proj in a model with this config.json."""
+        if self.qk_norm == "none":
+            return False
+        return self.qk_norm_flag is None or bool(config.get(self.qk_norm_flag))
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -82,6 +93,10 @@ def parse_entry(model_type: str, raw: Any, layouts: Collection[str]) -> Architec
         raise ValueError(f"{where}: layout {arch.layout!r} is not one of {sorted(layouts)}")
     if "{layer}" not in arch.attention:
         raise ValueError(f"{where}: attention {arch.attention!r} must contain '{{layer}}'")
+    if arch.rope not in ROPE_STYLES:
+        raise ValueError(f"{where}: rope {arch.rope!r} is not one of {ROPE_STYLES}")
+    if arch.qk_norm not in QK_NORMS:
+        raise ValueError(f"{where}: qk_norm {arch.qk_norm!r} is not one of {QK_NORMS}")
     for extra in extras:
         if extra.init not in EXTRA_INITS:
             raise ValueError(f"{where}: kv_extras init {extra.init!r} is not one of {EXTRA_INITS}")

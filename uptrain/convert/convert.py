@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -22,8 +23,9 @@ import torch
 
 from uptrain.architectures import Architecture, AttentionDims, get_architecture, get_layout, read_dims
 from uptrain.atomic import atomic_directory, check_output_free
+from uptrain.convert.calibration import CalibrationSpec, collect_calibration
 from uptrain.convert.checkpoint import SourceCheckpoint
-from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
+from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions, get_method, parse_method
 from uptrain.convert.methods.basic import MEAN
 from uptrain.convert.writer import PlannedTensor, ShardWriter
 from uptrain.errors import UptrainError
@@ -222,11 +224,19 @@ def convert_checkpoint(
     calibration: dict[int, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     extra_record: dict[str, Any] | None = None,
+    calibration_spec: CalibrationSpec | None = None,
+    method_options: MethodOptions | None = None,
+    calibration_progress: Callable[[int, int], None] | None = None,
 ) -> ConversionResult:
-    """Convert `source` to `groups` KV heads with `method`, writing OUT atomically."""
+    """Convert `source` to `groups` KV heads with `method` (a spec such as "similar+fit+refine"),
+    writing OUT atomically. Calibrated methods use `calibration` (per-layer, as collected by
+    uptrain.convert.calibration) or collect it first from `calibration_spec` (default: WikiText-2
+    train split)."""
     started = time.perf_counter()
     out = Path(out)
-    conversion = get_method(method)
+    options = method_options or MethodOptions()
+    conversion = get_method(method, options)
+    steps = parse_method(method)
     if dtype is not None and dtype not in DTYPES:
         raise UptrainError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     target = DTYPES[dtype] if dtype else None
@@ -238,6 +248,20 @@ def convert_checkpoint(
     init_std = float(source.config.get(plan.arch.config.init_std) or 0.02)
     output_of = plan.output_of
     count = sum(len(s) for s in plan.outputs)
+    calibration_record: dict[str, Any] = {}
+    if conversion.needs_calibration and calibration is None:
+        spec = calibration_spec or CalibrationSpec()
+        if "refine" in steps:
+            spec = dataclasses.replace(spec, keep_tokens=min(options.refine_tokens, spec.tokens))
+        calibrating = time.perf_counter()
+        calibration = collect_calibration(source, spec, calibration_progress)
+        calibration_record = {
+            **spec.record(),
+            "tokens": next(iter(calibration.values())).tokens,
+            "seconds": round(time.perf_counter() - calibrating, 2),
+        }
+    calibration = None if calibration is None else dict(calibration)  # entries are dropped as used
+    reports: dict[int, dict[str, float]] = {}
 
     with atomic_directory(out, overwrite) as tmp:
         writers: list[ShardWriter] = []
@@ -260,8 +284,11 @@ def convert_checkpoint(
                         seed=seed,
                         init_std=init_std,
                         calibration=None if calibration is None else calibration.get(layer),
+                        report=reports.setdefault(layer, {}),
                     )
                     results = _convert_heads(tensors, plan, layer, conversion, ctx)
+                    if calibration is not None:
+                        calibration.pop(layer, None)  # its replayed inputs are no longer needed
                 else:
                     results = {name: source.load(name)}
                 for out_name in list(results):
@@ -281,7 +308,11 @@ def convert_checkpoint(
         config = converted_config(source.config, plan.arch, plan.dims, groups, dtype_name)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         copy_side_files(source.root, tmp)
-        record = _record(source, plan, conversion.name, seed, dtype_name, extra_record)
+        extra = {
+            **_method_record(conversion, steps, options, calibration_record, reports),
+            **(extra_record or {}),
+        }
+        record = _record(started, source, plan, conversion.name, seed, dtype_name, extra)
         write_provenance(tmp, record)
 
     source_dtype = source.meta(plan.layer_tensors[0][0]).dtype  # what the model runs and caches in
@@ -305,6 +336,32 @@ def convert_checkpoint(
     )
 
 
+def _method_record(
+    conversion: ConversionMethod,
+    steps: list[str],
+    options: MethodOptions,
+    calibration: dict[str, Any],
+    reports: dict[int, dict[str, float]],
+) -> dict[str, Any]:
+    """What uptrain.json says about the method: its steps, options, calibration and, where the
+    method noted them, per-layer figures (with their mean)."""
+    if not conversion.needs_calibration:
+        return {}
+    figures: dict[str, Any] = {}
+    for key in sorted({k for r in reports.values() for k in r}):
+        values = [reports[i][key] for i in sorted(reports) if key in reports[i]]
+        figures[key] = {
+            "mean": float(f"{sum(values) / len(values):.4g}"),
+            "layers": [float(f"{v:.4g}") for v in values],
+        }
+    return {
+        "method_steps": steps,
+        "method_options": options.record(steps),
+        "calibration": calibration or {"data": "given by the caller"},
+        **({"layer_figures": figures} if figures else {}),
+    }
+
+
 def _write_index(tmp: Path, plan: ConversionPlan, total: int) -> None:
     if len(plan.shard_files) == 1:
         return
@@ -316,6 +373,7 @@ def _write_index(tmp: Path, plan: ConversionPlan, total: int) -> None:
 
 
 def _record(
+    started: float,
     source: SourceCheckpoint,
     plan: ConversionPlan,
     method: str,
@@ -337,6 +395,7 @@ def _record(
             "method": method,
             "seed": seed,
             "dtype": dtype or "unchanged",
+            "seconds": round(time.perf_counter() - started, 2),
             **(extra or {}),
         },
     }

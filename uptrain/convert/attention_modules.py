@@ -1,0 +1,57 @@
+"""A layer's transformers attention module, built from AttentionWeights with any KV head count,
+and read back. `refine` runs it, so every architecture's own attention code (RoPE style, partial
+rotary, q/k norms, soft-capping, sliding windows, scaling) is what gets optimized."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uptrain.architectures import Architecture, AttentionDims, AttentionWeights, get_layout
+
+
+@dataclass
+class AttentionModules:
+    cls: type  # the source model's attention class for this layer
+    config: Any  # the config it was built from
+    arch: Architecture
+    dims: AttentionDims  # the source's dimensions
+    layer: int
+
+    @classmethod
+    def of(
+        cls, model: torch.nn.Module, arch: Architecture, dims: AttentionDims, layer: int
+    ) -> AttentionModules:
+        module = model.get_submodule(arch.prefix(layer))
+        config = getattr(module, "config", None) or model.config.get_text_config()
+        return cls(type(module), config, arch, dims, layer)
+
+    def _dims(self, kv_heads: int) -> AttentionDims:
+        return dataclasses.replace(self.dims, kv_heads=kv_heads)
+
+    def build(self, attn: AttentionWeights) -> torch.nn.Module:
+        """The attention module holding `attn` (float32, eval mode: no dropout)."""
+        config = copy.deepcopy(self.config)
+        setattr(config, self.arch.config.kv_heads, attn.kv_heads)
+        prefix = self.arch.prefix(self.layer) + "."
+        tensors = get_layout(self.arch).from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
+        state = {
+            name.removeprefix(prefix): t.detach().to(torch.float32).clone() for name, t in tensors.items()
+        }
+        with torch.device("meta"):
+            module = self.cls(config, layer_idx=self.layer)
+        module.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # buffers made in __init__
+            module = self.cls(config, layer_idx=self.layer)
+            module.load_state_dict(state, strict=True)
+        return module.to(torch.float32).eval()
+
+    def weights(self, module: torch.nn.Module, kv_heads: int) -> AttentionWeights:
+        """The weights of a module built with `kv_heads` KV heads, back in canonical head form."""
+        prefix = self.arch.prefix(self.layer) + "."
+        state = {prefix + name: t.detach().clone() for name, t in module.state_dict().items()}
+        return get_layout(self.arch).to_heads(self.arch, self._dims(kv_heads), self.layer, state)
