@@ -117,3 +117,16 @@ def attention_output_errors(source: Path, converted: Path, ids: torch.Tensor) ->
         out = layer.self_attn(**{k: v for k, v in kwargs.items() if k != "past_key_values"})[0]
         errors.append(float((out - target).pow(2).sum() / target.pow(2).sum()))
     return errors
+
+
+def save_char_tokenizer(path: Path, vocab_size: int = 96) -> None:
+    """A character-level tokenizer (printable ASCII, ids below vocab_size) saved into `path`, so a
+    tiny model can be calibrated on text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = [chr(c) for c in range(32, 127)][: vocab_size - 1]
+    vocab = {"<unk>": 0, **{ch: i + 1 for i, ch in enumerate(chars)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>").save_pretrained(path)

@@ -21,6 +21,7 @@ class AttentionModules:
     arch: Architecture
     dims: AttentionDims  # the source's dimensions
     layer: int
+    fixed: dict[str, torch.Tensor]  # the module's tensors conversion leaves alone (shared q/k norms)
 
     @classmethod
     def of(
@@ -28,10 +29,18 @@ class AttentionModules:
     ) -> AttentionModules:
         module = model.get_submodule(arch.prefix(layer))
         config = getattr(module, "config", None) or model.config.get_text_config()
-        return cls(type(module), config, arch, dims, layer)
+        prefix = arch.prefix(layer) + "."
+        state = module.state_dict()
+        converted = set(get_layout(arch).layer_tensors(arch, dims, layer, {prefix + n for n in state}))
+        fixed = {n: t.detach().clone() for n, t in state.items() if prefix + n not in converted}
+        return cls(type(module), config, arch, dims, layer, fixed)
 
     def _dims(self, kv_heads: int) -> AttentionDims:
         return dataclasses.replace(self.dims, kv_heads=kv_heads)
+
+    def trainable(self, module: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters that conversion writes (the rest, `fixed`, stay as the source has them)."""
+        return [p for name, p in module.named_parameters() if name not in self.fixed]
 
     def build(self, attn: AttentionWeights) -> torch.nn.Module:
         """The attention module holding `attn` (float32, eval mode: no dropout)."""
@@ -39,9 +48,8 @@ class AttentionModules:
         setattr(config, self.arch.config.kv_heads, attn.kv_heads)
         prefix = self.arch.prefix(self.layer) + "."
         tensors = get_layout(self.arch).from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
-        state = {
-            name.removeprefix(prefix): t.detach().to(torch.float32).clone() for name, t in tensors.items()
-        }
+        state = {n.removeprefix(prefix): t.detach().to(torch.float32).clone() for n, t in tensors.items()}
+        state.update({n: t.to(torch.float32).clone() for n, t in self.fixed.items()})
         with torch.device("meta"):
             module = self.cls(config, layer_idx=self.layer)
         module.load_state_dict(state, strict=True, assign=True)
@@ -53,5 +61,7 @@ class AttentionModules:
     def weights(self, module: torch.nn.Module, kv_heads: int) -> AttentionWeights:
         """The weights of a module built with `kv_heads` KV heads, back in canonical head form."""
         prefix = self.arch.prefix(self.layer) + "."
-        state = {prefix + name: t.detach().clone() for name, t in module.state_dict().items()}
+        state = {
+            prefix + n: t.detach().clone() for n, t in module.state_dict().items() if n not in self.fixed
+        }
         return get_layout(self.arch).to_heads(self.arch, self._dims(kv_heads), self.layer, state)

@@ -11,6 +11,7 @@ other arguments the module got (RoPE cos/sin, mask), so it can be replayed layer
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from uptrain.models import load_causal_lm, load_tokenizer
 
 DEFAULT_CALIBRATION = TextSource(split="train")  # WikiText-2 raw, train split
 BATCH_TOKENS = 2048  # tokens per forward pass
+MIXED_STRIDE = 4  # every 4th query position's attention mix of the inputs is accumulated
 _NOT_REPLAYED = ("past_key_values", "past_key_value")
 
 
@@ -51,6 +53,7 @@ class ReplayBatch:
 @dataclass
 class LayerCalibration:
     second_moment: torch.Tensor  # (in + 1, in + 1) float64: E[x~ x~^T], x~ = [x; 1]
+    mixed_moment: torch.Tensor | None  # the same for xbar = sum_t a_t x_t, each query's mix (eager only)
     tokens: int
     rope: str  # the table's RoPE pairing: half, interleaved or none
     rotary_dim: int  # head dims RoPE rotates (partial rotary: fewer than head_dim)
@@ -60,9 +63,42 @@ class LayerCalibration:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
 
 
+def calibration_spec(
+    data: str | None = None,
+    config: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    tokens: int = 4096,
+    seq_len: int = 512,
+) -> CalibrationSpec:
+    """A CalibrationSpec from the command line's --calibration-* options (data None: the default)."""
+    if tokens < 1 or seq_len < 2:
+        raise UptrainError("--calibration-tokens must be at least 1 and --calibration-seq-len at least 2")
+    if data is None:
+        source = TextSource(
+            DEFAULT_CALIBRATION.dataset, config or DEFAULT_CALIBRATION.config, split, text_column
+        )
+    else:
+        source = TextSource(data, config, split, text_column)
+    return CalibrationSpec(source, tokens, seq_len)
+
+
+_FLAGS = {"--dataset-config": "--calibration-config", "--split": "--calibration-split"}
+_FLAGS |= {"--text-column": "--calibration-text-column", "--dataset": "--calibration-data"}
+
+
+def _load_documents(data: TextSource) -> list[str]:
+    """load_documents, with its errors naming the --calibration-* flags instead of eval's."""
+    try:
+        return load_documents(data)
+    except UptrainError as exc:
+        pattern = "|".join(re.escape(flag) + r"(?![\w-])" for flag in _FLAGS)
+        raise UptrainError(re.sub(pattern, lambda m: _FLAGS[m.group(0)], str(exc))) from None
+
+
 def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torch.Tensor:
     """The first `tokens` tokens of the documents joined (no special tokens added)."""
-    documents = load_documents(data)
+    documents = _load_documents(data)
     taken, chars = [], 0
     for doc in documents:  # tokenize only about as much text as needed (~4 characters a token)
         taken.append(doc)
@@ -74,7 +110,8 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torc
 
 
 def load_source_model(source: SourceCheckpoint) -> Any:
-    """The source as a float32 transformers model; weights already in memory (GGUF) are reused."""
+    """The source as a float32 transformers model with eager attention; weights already in memory
+    (GGUF) are reused."""
     if any(isinstance(s, MemoryShard) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
@@ -82,37 +119,69 @@ def load_source_model(source: SourceCheckpoint) -> Any:
         config = AutoConfig.from_pretrained(str(source.root))
         state = {name: source.load(name).to(torch.float32) for name in source.names()}
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-        return model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32).eval()
-    return load_causal_lm(source.model_path, dtype=torch.float32)
+        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
+    else:
+        model = load_causal_lm(source.model_path, dtype=torch.float32)
+    model.set_attn_implementation("eager")  # returns the attention probabilities the hooks read
+    return model.eval()
 
 
-class _LayerAccumulator:
+class _Moments:
+    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64."""
+
     def __init__(self, hidden: int) -> None:
         self.xx = torch.zeros(hidden, hidden, dtype=torch.float64)
         self.x = torch.zeros(hidden, dtype=torch.float64)
         self.count = 0
+
+    def add(self, xx: torch.Tensor, x: torch.Tensor, count: int) -> None:
+        self.xx += xx.double()
+        self.x += x.double()
+        self.count += count
+
+    def matrix(self) -> torch.Tensor | None:
+        if not self.count:
+            return None
+        n = self.xx.shape[0]
+        s = torch.empty(n + 1, n + 1, dtype=torch.float64)
+        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx, self.x, self.x, self.count
+        return s / self.count
+
+
+class _LayerAccumulator:
+    """Hooks on one attention module: its inputs' moments, the moments of the inputs as each query
+    mixes them (where the module returns its attention probabilities), replayable batches."""
+
+    def __init__(self, hidden: int) -> None:
+        self.inputs = _Moments(hidden)
+        self.mixed = _Moments(hidden)
         self.rotary_dim: int | None = None
         self.replay: list[ReplayBatch] = []
         self.keep = False
+        self._hidden: torch.Tensor | None = None
 
-    def __call__(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs["hidden_states"]
-        flat = hidden.detach().reshape(-1, hidden.shape[-1]).to(torch.float32)
-        self.xx += (flat.T @ flat).double()
-        self.x += flat.sum(0).double()
-        self.count += flat.shape[0]
+    def before(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = (args[0] if args else kwargs["hidden_states"]).detach().to(torch.float32)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        self.inputs.add(flat.T @ flat, flat.sum(0), flat.shape[0])
+        self._hidden = hidden
         if self.rotary_dim is None:
             cos = (kwargs.get("position_embeddings") or (None,))[0]
             self.rotary_dim = 0 if cos is None else int(cos.shape[-1])
         if self.keep:
             rest = {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in _NOT_REPLAYED}
-            self.replay.append(ReplayBatch(hidden.detach().to(torch.float32).clone(), rest))
+            self.replay.append(ReplayBatch(hidden.clone(), rest))
 
-    def second_moment(self) -> torch.Tensor:
-        n = self.xx.shape[0]
-        s = torch.empty(n + 1, n + 1, dtype=torch.float64)
-        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx, self.x, self.x, self.count
-        return s / self.count
+    def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        hidden, self._hidden = self._hidden, None
+        if probs is None or hidden is None or probs.dim() != 4:
+            return
+        rows = probs[:, :, ::MIXED_STRIDE].to(torch.float32)  # (B, H, T/stride, T)
+        for b in range(hidden.shape[0]):  # sum_i,m xbar xbar^T = X^T (sum_i,m a^T a) X
+            a = rows[b].reshape(-1, rows.shape[-1])
+            x = hidden[b]
+            self.mixed.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
 
 
 @torch.no_grad()
@@ -128,10 +197,11 @@ def collect_statistics(
     """Run `model` on `sequences` (N, T) and return each layer's calibration. The first
     `keep_sequences` sequences' attention inputs are kept for replay."""
     accumulators = [_LayerAccumulator(dims.hidden) for _ in range(dims.layers)]
-    handles = [
-        model.get_submodule(arch.prefix(i)).register_forward_pre_hook(acc, with_kwargs=True)
-        for i, acc in enumerate(accumulators)
-    ]
+    handles = []
+    for i, acc in enumerate(accumulators):
+        module = model.get_submodule(arch.prefix(i))
+        handles.append(module.register_forward_pre_hook(acc.before, with_kwargs=True))
+        handles.append(module.register_forward_hook(acc.after, with_kwargs=True))
     per_batch = max(1, BATCH_TOKENS // sequences.shape[1])
     starts = list(range(0, keep_sequences, per_batch)) + list(
         range(keep_sequences, len(sequences), per_batch)
@@ -150,8 +220,9 @@ def collect_statistics(
     normalized = arch.normalizes_keys(config)
     return {
         i: LayerCalibration(
-            second_moment=acc.second_moment(),
-            tokens=acc.count,
+            second_moment=acc.inputs.matrix(),
+            mixed_moment=acc.mixed.matrix(),
+            tokens=acc.inputs.count,
             rope=arch.rope,
             rotary_dim=0 if arch.rope == "none" else (acc.rotary_dim or 0),
             keys_normalized=normalized,

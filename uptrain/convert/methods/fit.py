@@ -86,15 +86,17 @@ def fit_layer(
     ctx: MethodContext,
     query_aware: bool = True,
     output_aware: bool = True,
+    mixed_values: bool = True,
 ) -> AttentionWeights:
     setup: LayerSetup = calibrated_setup(attn, ctx, "fit")
     metric, pairs, per_kv = setup.metric, setup.pairs, setup.heads_per_kv
+    value_metric = setup.mixed if mixed_values else metric
     kv, hd = attn.kv_heads, attn.k.shape[1]
     r = kv // groups
     kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
     keys, values = with_bias(attn.k, attn.k_bias, kb), with_bias(attn.v, attn.v_bias, vb)
     queries, o = with_bias(attn.q, attn.q_bias, qb), attn.o.double().clone()
-    lk, lv = metric.factor(kb), metric.factor(vb)
+    lk, lv = metric.factor(kb), value_metric.factor(vb)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
     q_moments = _query_second_moments(attn, metric, per_kv) if query_aware else eye
     o_grams = _output_grams(attn, per_kv) if output_aware else eye
@@ -119,7 +121,7 @@ def fit_layer(
             new_k[g, plain] = metric.to_rows(shared, kb)
             queries[qs, plain] = maps.mT.repeat_interleave(per_kv, 0) @ queries[qs, plain]
         shared, maps = subspace_fit(values[hs] @ lv, sqrtm_psd(o_grams[hs]))
-        new_v[g] = metric.to_rows(shared, vb)
+        new_v[g] = value_metric.to_rows(shared, vb)
         o[:, qs] = torch.einsum("oid,ide->oie", o[:, qs], maps.repeat_interleave(per_kv, 0))
 
     q, q_bias = split_bias(queries, qb)

@@ -99,7 +99,8 @@ def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
 class LayerSetup:
     """What the calibrated methods need about one layer, checked once."""
 
-    metric: CalibratedMetric
+    metric: CalibratedMetric  # of the attention inputs x
+    mixed: CalibratedMetric  # of the inputs as queries mix them, xbar = sum_t a_t x_t (values see these)
     pairs: RotaryPairs
     heads_per_kv: int  # query heads that read each source KV head
 
@@ -120,4 +121,9 @@ def calibrated_setup(attn: AttentionWeights, ctx: MethodContext, method: str) ->
     if attn.kv_extras:
         raise UptrainError(f"--method {method} cannot fold per-KV-head norms; use --method mean+refine")
     pairs = rotary_pairs(cal.rope, cal.rotary_dim, attn.k.shape[1])
-    return LayerSetup(CalibratedMetric(cal.second_moment), pairs, attn.heads // attn.kv_heads)
+    if "metrics" not in cal.cache:  # factored once per layer, whatever runs on it
+        metric = CalibratedMetric(cal.second_moment)
+        mixed = metric if cal.mixed_moment is None else CalibratedMetric(cal.mixed_moment)
+        cal.cache["metrics"] = (metric, mixed)
+    metric, mixed = cal.cache["metrics"]
+    return LayerSetup(metric, mixed, pairs, attn.heads // attn.kv_heads)

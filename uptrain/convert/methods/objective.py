@@ -4,7 +4,8 @@ For query head i reading source KV head h and new KV head g (inputs x_m, x_n dra
 with second moment S):
 - scores: E[(q_i(x_m) . k_h(x_n) - q'_i(x_m) . k'_g(x_n))^2]; on RoPE pairs averaged over the
   relative angle, which leaves |conj(q) k - conj(q') k'|^2 / 2 per pair (complex rows);
-- values: E|O_i v_h(x) - O'_i v'_g(x)|^2.
+- values: E|O_i v_h(x) - O'_i v'_g(x)|^2, where x may be the inputs as the source's attention
+  mixes them (what a value projection is applied to, in effect).
 The fits minimize exactly these (fit.py), so they serve to rank groupings (similar.py) and to
 report how much a method lost. They ignore the softmax: `refine` optimizes the real output.
 """
@@ -47,8 +48,14 @@ def _cross(a: torch.Tensor, s: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def layer_error(
-    source: AttentionWeights, new: AttentionWeights, metric: CalibratedMetric, pairs: RotaryPairs
+    source: AttentionWeights,
+    new: AttentionWeights,
+    metric: CalibratedMetric,
+    pairs: RotaryPairs,
+    value_metric: CalibratedMetric | None = None,
 ) -> LayerError:
+    """Scores on inputs with second moment `metric`, values on `value_metric` (default: the same;
+    the calibrated methods pass the moments of the inputs as attention mixes them)."""
     s = metric.gram(True)
     q, k, v, o = _heads(source)
     q2, k2, v2, o2 = _heads(new)
@@ -69,6 +76,7 @@ def layer_error(
         key_total = key_total + trace(qq, kk)
         key = key + trace(qq, kk) + trace(qq2, kk2) - 2 * trace(qx, kx)
     oo, oo2, ox = (torch.einsum("ohd,ohe->hde", a, b) for a, b in ((o, o), (o2, o2), (o, o2)))
+    s = (value_metric or metric).gram(True)
     vv, vv2, vx = v @ s @ v.mT, v2 @ s @ v2.mT, v2 @ s @ v.mT
     value_total = (oo * vv.mT).sum()
     value = value_total + (oo2 * vv2.mT).sum() - 2 * (ox * vx.mT).sum()

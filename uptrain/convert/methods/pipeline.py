@@ -44,11 +44,12 @@ class MethodOptions:
     refine_tokens: int = 2048  # calibration tokens whose attention inputs refine replays
     query_aware: bool = True  # fit: weight key errors by the energy of the queries that read them
     output_aware: bool = True  # fit: weight value errors by o_proj
+    mixed_values: bool = True  # fit: measure value errors on the inputs as attention mixes them
 
     def record(self, steps: list[str]) -> dict[str, Any]:
         values = asdict(self)
         keep = {"refine_steps", "refine_lr", "refine_tokens"} if "refine" in steps else set()
-        keep |= {"query_aware", "output_aware"} if "fit" in steps else set()
+        keep |= {"query_aware", "output_aware", "mixed_values"} if "fit" in steps else set()
         return {k: v for k, v in values.items() if k in keep}
 
 
@@ -79,7 +80,12 @@ def _merge_fn(name: str, options: MethodOptions) -> LayerFn:
         return basic[name].convert_layer
     if name == "aligned":
         return aligned_layer
-    return functools.partial(fit_layer, query_aware=options.query_aware, output_aware=options.output_aware)
+    return functools.partial(
+        fit_layer,
+        query_aware=options.query_aware,
+        output_aware=options.output_aware,
+        mixed_values=options.mixed_values,
+    )
 
 
 def _note_error(source: AttentionWeights, new: AttentionWeights, ctx: MethodContext) -> None:
@@ -88,7 +94,7 @@ def _note_error(source: AttentionWeights, new: AttentionWeights, ctx: MethodCont
     if ctx.report is None or cal is None or cal.keys_normalized or source.kv_extras:
         return
     setup = calibrated_setup(source, ctx, "report")
-    key, value = layer_error(source, new, setup.metric, setup.pairs).relative
+    key, value = layer_error(source, new, setup.metric, setup.pairs, setup.mixed).relative
     ctx.report.update(score_error=key, value_error=value)
 
 

@@ -49,7 +49,9 @@ def refine_attention(
     del teacher
     energy = float(sum(t.pow(2).sum() for t in targets)) or 1.0
     student = modules.build(start)
-    params = [p.requires_grad_(True) for p in student.parameters()]
+    for p in student.parameters():
+        p.requires_grad_(False)
+    params = [p.requires_grad_(True) for p in modules.trainable(student)]
     optimizer = torch.optim.Adam(params, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))

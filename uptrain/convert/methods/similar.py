@@ -95,11 +95,11 @@ def similar_grouping(
     if groups in (1, kv):
         return attn  # one group of all heads, or no merging: nothing to choose
     setup = calibrated_setup(attn, ctx, "similar")
-    layer_total = layer_error(attn, attn, setup.metric, setup.pairs)
+    layer_total = layer_error(attn, attn, setup.metric, setup.pairs, setup.mixed)
     cost = torch.zeros(kv, kv, dtype=torch.float64)
     for a, b in itertools.combinations(range(kv), 2):
         pair = select_heads(attn, [a, b])
-        error = layer_error(pair, merge(pair, 1, ctx), setup.metric, setup.pairs)
+        error = layer_error(pair, merge(pair, 1, ctx), setup.metric, setup.pairs, setup.mixed)
         cost[a, b] = cost[b, a] = error.key / layer_total.key_total + error.value / layer_total.value_total
     order = [h for group in balanced_groups(cost, groups) for h in group]
     return select_heads(attn, order)
