@@ -56,6 +56,11 @@ def convert(
     calibration_text_column: str = typer.Option("text", help="Text column of --calibration-data."),
     calibration_tokens: int = typer.Option(4096, help="Calibration tokens to collect statistics on."),
     calibration_seq_len: int = typer.Option(512, help="Calibration sequence length in tokens."),
+    sequential: bool = typer.Option(
+        True,
+        "--sequential/--no-sequential",
+        help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does).",
+    ),
     refine_steps: int = typer.Option(100, help="refine: optimizer steps per layer."),
     refine_lr: float = typer.Option(1e-4, help="refine: Adam learning rate (cosine decay)."),
     refine_tokens: int = typer.Option(2048, help="refine: calibration tokens replayed per layer."),
@@ -77,6 +82,7 @@ def convert(
         calibration_text_column,
         calibration_tokens,
         calibration_seq_len,
+        sequential,
     )
     source = open_source(src, revision=revision, allow_pickle=allow_pickle, gguf_file=gguf_file, dtype=dtype)
     with Progress(

@@ -22,10 +22,16 @@ class AttentionModules:
     dims: AttentionDims  # the source's dimensions
     layer: int
     fixed: dict[str, torch.Tensor]  # the module's tensors conversion leaves alone (shared q/k norms)
+    implementation: str | None = None  # attention implementation to build with (None: the config's)
 
     @classmethod
     def of(
-        cls, model: torch.nn.Module, arch: Architecture, dims: AttentionDims, layer: int
+        cls,
+        model: torch.nn.Module,
+        arch: Architecture,
+        dims: AttentionDims,
+        layer: int,
+        implementation: str | None = None,
     ) -> AttentionModules:
         module = model.get_submodule(arch.prefix(layer))
         config = getattr(module, "config", None) or model.config.get_text_config()
@@ -33,7 +39,7 @@ class AttentionModules:
         state = module.state_dict()
         converted = set(get_layout(arch).layer_tensors(arch, dims, layer, {prefix + n for n in state}))
         fixed = {n: t.detach().clone() for n, t in state.items() if prefix + n not in converted}
-        return cls(type(module), config, arch, dims, layer, fixed)
+        return cls(type(module), config, arch, dims, layer, fixed, implementation)
 
     def _dims(self, kv_heads: int) -> AttentionDims:
         return dataclasses.replace(self.dims, kv_heads=kv_heads)
@@ -46,6 +52,8 @@ class AttentionModules:
         """The attention module holding `attn` (float32, eval mode: no dropout)."""
         config = copy.deepcopy(self.config)
         setattr(config, self.arch.config.kv_heads, attn.kv_heads)
+        if self.implementation:
+            config._attn_implementation = self.implementation
         prefix = self.arch.prefix(self.layer) + "."
         tensors = get_layout(self.arch).from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
         state = {n.removeprefix(prefix): t.detach().to(torch.float32).clone() for n, t in tensors.items()}

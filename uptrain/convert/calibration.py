@@ -37,9 +37,15 @@ class CalibrationSpec:
     tokens: int = 4096  # tokens whose statistics are accumulated
     seq_len: int = 512  # calibration text is cut into sequences of this many tokens
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
+    sequential: bool = True  # calibrate each layer on the partly converted model's inputs (sequential.py)
 
     def record(self) -> dict[str, Any]:
-        return {"data": self.data.describe(), "tokens": self.tokens, "seq_len": self.seq_len}
+        return {
+            "data": self.data.describe(),
+            "tokens": self.tokens,
+            "seq_len": self.seq_len,
+            "sequential": self.sequential,
+        }
 
 
 @dataclass
@@ -48,6 +54,7 @@ class ReplayBatch:
 
     hidden_states: torch.Tensor  # (batch, seq, hidden) float32
     kwargs: dict[str, Any]  # position_embeddings, attention_mask, ...
+    teacher_hidden: torch.Tensor | None = None  # the source's input, where it differs (sequential)
 
 
 @dataclass
@@ -60,6 +67,8 @@ class LayerCalibration:
     keys_normalized: bool  # a norm follows k_proj (the table's qk_norm, on in this config)
     replay: list[ReplayBatch] = field(default_factory=list)
     modules: AttentionModules | None = None
+    cross_moment: torch.Tensor | None = None  # sequential: E[x~_src x~^T], source input against these
+    converted: Any = None  # sequential: the layer's converted AttentionWeights, made during calibration
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
 
 
@@ -70,6 +79,7 @@ def calibration_spec(
     text_column: str = "text",
     tokens: int = 4096,
     seq_len: int = 512,
+    sequential: bool = True,
 ) -> CalibrationSpec:
     """A CalibrationSpec from the command line's --calibration-* options (data None: the default)."""
     if tokens < 1 or seq_len < 2:
@@ -80,7 +90,7 @@ def calibration_spec(
         )
     else:
         source = TextSource(data, config, split, text_column)
-    return CalibrationSpec(source, tokens, seq_len)
+    return CalibrationSpec(source, tokens, seq_len, sequential=sequential)
 
 
 _FLAGS = {"--dataset-config": "--calibration-config", "--split": "--calibration-split"}
@@ -110,8 +120,7 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torc
 
 
 def load_source_model(source: SourceCheckpoint) -> Any:
-    """The source as a float32 transformers model with eager attention; weights already in memory
-    (GGUF) are reused."""
+    """The source as a float32 transformers model; weights already in memory (GGUF) are reused."""
     if any(isinstance(s, MemoryShard) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
@@ -122,7 +131,6 @@ def load_source_model(source: SourceCheckpoint) -> Any:
         model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
     else:
         model = load_causal_lm(source.model_path, dtype=torch.float32)
-    model.set_attn_implementation("eager")  # returns the attention probabilities the hooks read
     return model.eval()
 
 
@@ -175,13 +183,27 @@ class _LayerAccumulator:
     def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
         probs = output[1] if isinstance(output, tuple) and len(output) > 1 else None
         hidden, self._hidden = self._hidden, None
-        if probs is None or hidden is None or probs.dim() != 4:
-            return
-        rows = probs[:, :, ::MIXED_STRIDE].to(torch.float32)  # (B, H, T/stride, T)
-        for b in range(hidden.shape[0]):  # sum_i,m xbar xbar^T = X^T (sum_i,m a^T a) X
-            a = rows[b].reshape(-1, rows.shape[-1])
-            x = hidden[b]
-            self.mixed.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
+        if probs is not None and hidden is not None and probs.dim() == 4:
+            add_mixed(self.mixed, probs, hidden)
+
+
+def add_mixed(moments: _Moments, probs: torch.Tensor, hidden: torch.Tensor) -> None:
+    """Accumulate xbar = sum_t a_t x_t for every head and every MIXED_STRIDE-th query position.
+    probs: (B, H, T, T) attention probabilities, hidden: (B, T, in)."""
+    rows = probs[:, :, ::MIXED_STRIDE].to(torch.float32)  # (B, H, T/stride, T)
+    for b in range(hidden.shape[0]):  # sum_i,m xbar xbar^T = X^T (sum_i,m a^T a) X
+        a = rows[b].reshape(-1, rows.shape[-1])
+        x = hidden[b]
+        moments.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
+
+
+def calibration_batches(sequences: torch.Tensor, keep_sequences: int) -> list[tuple[torch.Tensor, bool]]:
+    """About BATCH_TOKENS tokens per batch; the first `keep_sequences` sequences (those replayed)
+    in batches of their own. Each batch comes with whether it is kept."""
+    per_batch = max(1, BATCH_TOKENS // sequences.shape[1])
+    kept, rest = sequences[:keep_sequences], sequences[keep_sequences:]
+    batches = [(b, True) for b in kept.split(per_batch)] + [(b, False) for b in rest.split(per_batch)]
+    return [(b, keep) for b, keep in batches if len(b)]
 
 
 @torch.no_grad()
@@ -195,28 +217,28 @@ def collect_statistics(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[int, LayerCalibration]:
     """Run `model` on `sequences` (N, T) and return each layer's calibration. The first
-    `keep_sequences` sequences' attention inputs are kept for replay."""
+    `keep_sequences` sequences' attention inputs are kept for replay. The model runs with eager
+    attention (which returns the probabilities the hooks read); replays use its own."""
+    implementation = model.config._attn_implementation
+    model.set_attn_implementation("eager")
     accumulators = [_LayerAccumulator(dims.hidden) for _ in range(dims.layers)]
     handles = []
     for i, acc in enumerate(accumulators):
         module = model.get_submodule(arch.prefix(i))
         handles.append(module.register_forward_pre_hook(acc.before, with_kwargs=True))
         handles.append(module.register_forward_hook(acc.after, with_kwargs=True))
-    per_batch = max(1, BATCH_TOKENS // sequences.shape[1])
-    starts = list(range(0, keep_sequences, per_batch)) + list(
-        range(keep_sequences, len(sequences), per_batch)
-    )
+    batches = calibration_batches(sequences, keep_sequences)
     try:
-        for done, start in enumerate(starts):
-            end = min(start + per_batch, keep_sequences if start < keep_sequences else len(sequences))
+        for done, (batch, keep) in enumerate(batches):
             for acc in accumulators:
-                acc.keep = start < keep_sequences
-            model(input_ids=sequences[start:end], use_cache=False, logits_to_keep=1)
+                acc.keep = keep
+            model(input_ids=batch, use_cache=False, logits_to_keep=1)
             if progress:
-                progress(done + 1, len(starts))
+                progress(done + 1, len(batches))
     finally:
         for handle in handles:
             handle.remove()
+        model.set_attn_implementation(implementation)
     normalized = arch.normalizes_keys(config)
     return {
         i: LayerCalibration(
@@ -227,17 +249,22 @@ def collect_statistics(
             rotary_dim=0 if arch.rope == "none" else (acc.rotary_dim or 0),
             keys_normalized=normalized,
             replay=acc.replay,
-            modules=AttentionModules.of(model, arch, dims, i),
+            modules=AttentionModules.of(model, arch, dims, i, implementation),
         )
         for i, acc in enumerate(accumulators)
     }
 
 
 def collect_calibration(
-    source: SourceCheckpoint, spec: CalibrationSpec, progress: Callable[[int, int], None] | None = None
+    source: SourceCheckpoint,
+    spec: CalibrationSpec,
+    progress: Callable[[int, int], None] | None = None,
+    convert_layer: Any = None,
 ) -> dict[int, LayerCalibration]:
     """Tokenize the calibration text with the source's tokenizer and collect every layer's
-    calibration from the source model."""
+    calibration from the source model. With spec.sequential and a `convert_layer(layer, weights,
+    calibration)`, layers are converted during calibration, each on the partly converted model's
+    inputs (sequential.py)."""
     if spec.tokens < 1 or spec.seq_len < 2:
         raise UptrainError("--calibration-tokens must be at least 1 and --calibration-seq-len at least 2")
     arch = get_architecture(source.config.get("model_type"))
@@ -250,4 +277,8 @@ def collect_calibration(
     sequences = ids[: len(ids) // seq_len * seq_len].reshape(-1, seq_len)
     keep = min(len(sequences), math.ceil(spec.keep_tokens / seq_len)) if spec.keep_tokens else 0
     model = load_source_model(source)
+    if spec.sequential and convert_layer is not None:
+        from uptrain.convert.sequential import collect_sequential
+
+        return collect_sequential(model, arch, dims, source.config, sequences, keep, convert_layer, progress)
     return collect_statistics(model, arch, dims, source.config, sequences, keep, progress)

@@ -108,11 +108,18 @@ def _convert_heads(
     ctx: MethodContext,
 ) -> dict[str, torch.Tensor]:
     layout = get_layout(plan.arch)
-    attn = layout.to_heads(plan.arch, plan.dims, layer, source_tensors).to(torch.float32)
-    new = method.convert_layer(attn, plan.groups, ctx)
-    if new.kv_heads != plan.groups:
-        raise AssertionError(f"method {method.name} returned {new.kv_heads} KV heads, not {plan.groups}")
-    return layout.from_heads(plan.arch, plan.dims, layer, new)
+    converted = getattr(ctx.calibration, "converted", None)  # done during sequential calibration
+    if converted is None:
+        attn = layout.to_heads(plan.arch, plan.dims, layer, source_tensors).to(torch.float32)
+        converted = _run_method(method, attn, plan.groups, ctx)
+    return layout.from_heads(plan.arch, plan.dims, layer, converted)
+
+
+def _run_method(method: ConversionMethod, attn: Any, groups: int, ctx: MethodContext) -> Any:
+    new = method.convert_layer(attn, groups, ctx)
+    if new.kv_heads != groups:
+        raise AssertionError(f"method {method.name} returned {new.kv_heads} KV heads, not {groups}")
+    return new
 
 
 def plan_conversion(
@@ -249,19 +256,26 @@ def convert_checkpoint(
     output_of = plan.output_of
     count = sum(len(s) for s in plan.outputs)
     calibration_record: dict[str, Any] = {}
+    reports: dict[int, dict[str, float]] = {}
     if conversion.needs_calibration and calibration is None:
         spec = calibration_spec or CalibrationSpec()
         if "refine" in steps:
             spec = dataclasses.replace(spec, keep_tokens=min(options.refine_tokens, spec.tokens))
         calibrating = time.perf_counter()
-        calibration = collect_calibration(source, spec, calibration_progress)
+
+        def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:
+            ctx = MethodContext(
+                plan.arch, plan.dims, layer, seed, init_std, cal, reports.setdefault(layer, {})
+            )
+            return _run_method(conversion, attn, groups, ctx)
+
+        calibration = collect_calibration(source, spec, calibration_progress, convert_during_calibration)
         calibration_record = {
             **spec.record(),
             "tokens": next(iter(calibration.values())).tokens,
             "seconds": round(time.perf_counter() - calibrating, 2),
         }
     calibration = None if calibration is None else dict(calibration)  # entries are dropped as used
-    reports: dict[int, dict[str, float]] = {}
 
     with atomic_directory(out, overwrite) as tmp:
         writers: list[ShardWriter] = []

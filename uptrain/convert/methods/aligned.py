@@ -50,8 +50,9 @@ def aligned_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> At
     kv, hd = attn.kv_heads, attn.k.shape[1]
     r = kv // groups
     kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys, values = with_bias(attn.k, attn.k_bias, kb), with_bias(attn.v, attn.v_bias, vb)
-    queries, o = with_bias(attn.q, attn.q_bias, qb), attn.o.double().clone()
+    keys = setup.transfer(with_bias(attn.k, attn.k_bias, kb), kb)
+    values = setup.transfer(with_bias(attn.v, attn.v_bias, vb), vb)
+    queries, o = setup.transfer(with_bias(attn.q, attn.q_bias, qb), qb), attn.o.double().clone()
     lk, lv = metric.factor(kb), metric.factor(vb)
     plain = pairs.plain
 

@@ -65,12 +65,13 @@ def subspace_fit(blocks: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
     return scale * basis, blocks @ basis.mT / scale
 
 
-def _query_second_moments(attn: AttentionWeights, metric: CalibratedMetric, per_kv: int) -> torch.Tensor:
-    """(KV, hd, hd): sum over the query heads reading each KV head of E[q q^T]."""
-    has_bias = attn.q_bias is not None
-    q = with_bias(attn.q, attn.q_bias, has_bias)
-    moments = torch.einsum("hdn,nm,hem->hde", q, metric.gram(has_bias), q)
-    return moments.reshape(attn.kv_heads, per_kv, *moments.shape[1:]).sum(1)
+def _query_second_moments(
+    queries: torch.Tensor, has_bias: bool, metric: CalibratedMetric, kv_heads: int
+) -> torch.Tensor:
+    """(KV, hd, hd): sum over the query heads reading each KV head of E[q q^T]; queries: (H, hd, n)
+    rows over x (and the bias input when has_bias)."""
+    moments = torch.einsum("hdn,nm,hem->hde", queries, metric.gram(has_bias), queries)
+    return moments.reshape(kv_heads, -1, *moments.shape[1:]).sum(1)
 
 
 def _output_grams(attn: AttentionWeights, per_kv: int) -> torch.Tensor:
@@ -94,11 +95,12 @@ def fit_layer(
     kv, hd = attn.kv_heads, attn.k.shape[1]
     r = kv // groups
     kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys, values = with_bias(attn.k, attn.k_bias, kb), with_bias(attn.v, attn.v_bias, vb)
-    queries, o = with_bias(attn.q, attn.q_bias, qb), attn.o.double().clone()
+    keys = setup.transfer(with_bias(attn.k, attn.k_bias, kb), kb)
+    values = setup.transfer(with_bias(attn.v, attn.v_bias, vb), vb)
+    queries, o = setup.transfer(with_bias(attn.q, attn.q_bias, qb), qb), attn.o.double().clone()
     lk, lv = metric.factor(kb), value_metric.factor(vb)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
-    q_moments = _query_second_moments(attn, metric, per_kv) if query_aware else eye
+    q_moments = _query_second_moments(queries, qb, metric, attn.kv_heads) if query_aware else eye
     o_grams = _output_grams(attn, per_kv) if output_aware else eye
     energy = q_moments.diagonal(dim1=-2, dim2=-1)  # (KV, hd)
     pair_weights = energy[:, pairs.real] + energy[:, pairs.imag]

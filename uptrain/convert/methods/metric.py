@@ -18,6 +18,7 @@ from uptrain.convert.methods.rope import RotaryPairs, rotary_pairs
 from uptrain.errors import UptrainError
 
 DAMPING = 1e-6  # relative ridge added to S before factoring, for inputs the calibration never excited
+TRANSFER_RIDGE = 1e-2  # relative ridge of the sequential transfer, toward the source's rows
 
 
 @dataclass
@@ -103,6 +104,23 @@ class LayerSetup:
     mixed: CalibratedMetric  # of the inputs as queries mix them, xbar = sum_t a_t x_t (values see these)
     pairs: RotaryPairs
     heads_per_kv: int  # query heads that read each source KV head
+    cross: torch.Tensor | None = None  # sequential calibration: E[x~_src x~^T] (source input, these)
+
+    def transfer(self, rows: torch.Tensor, bias: bool) -> torch.Tensor:
+        """Rows meant for the source's inputs x -> rows for these inputs x~ (sequential calibration;
+        the rows themselves otherwise): the least-squares W' = argmin E|W' x~ - W x|^2 + lam |W' - W|^2,
+        i.e. W (E[x x~^T] + lam I) (E[x~ x~^T] + lam I)^-1. The ridge pulls W' toward W on inputs the
+        calibration never excited (without it those directions of W would be zeroed) and makes the
+        map the identity when x~ = x."""
+        if self.cross is None:
+            return rows
+        cross = self.cross.double() if bias else self.cross.double()[:-1, :-1]
+        gram = self.metric.gram(bias)
+        ridge = TRANSFER_RIDGE * gram.diagonal().mean().clamp_min(1e-30)
+        eye = torch.eye(gram.shape[0], dtype=gram.dtype)
+        flat = (rows @ (cross + ridge * eye)).reshape(-1, rows.shape[-1])
+        solved = torch.linalg.solve(gram + ridge * eye, flat.mT).mT  # gram is symmetric
+        return solved.reshape(rows.shape)
 
 
 def calibrated_setup(attn: AttentionWeights, ctx: MethodContext, method: str) -> LayerSetup:
@@ -126,4 +144,4 @@ def calibrated_setup(attn: AttentionWeights, ctx: MethodContext, method: str) ->
         mixed = metric if cal.mixed_moment is None else CalibratedMetric(cal.mixed_moment)
         cal.cache["metrics"] = (metric, mixed)
     metric, mixed = cal.cache["metrics"]
-    return LayerSetup(metric, mixed, pairs, attn.heads // attn.kv_heads)
+    return LayerSetup(metric, mixed, pairs, attn.heads // attn.kv_heads, cal.cross_moment)

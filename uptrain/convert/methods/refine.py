@@ -45,7 +45,12 @@ def refine_attention(
     modules = cal.modules
     teacher = modules.build(source)
     with torch.no_grad():
-        targets = [teacher(hidden_states=b.hidden_states, **b.kwargs)[0] for b in cal.replay]
+        targets = [
+            teacher(
+                hidden_states=b.hidden_states if b.teacher_hidden is None else b.teacher_hidden, **b.kwargs
+            )[0]
+            for b in cal.replay
+        ]
     del teacher
     energy = float(sum(t.pow(2).sum() for t in targets)) or 1.0
     student = modules.build(start)
