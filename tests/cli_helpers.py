@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 from uptrain.cli import app
 
 
-def run_cli(*args: str, env: dict | None = None):
-    return CliRunner().invoke(app, [str(a) for a in args], env=env)
+def run_cli(*args: str, env: dict | None = None, input: str | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env=env, input=input)
 
 
 def assert_one_line_error(result, *fragments: str, code: int | None = None) -> str:

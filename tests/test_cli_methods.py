@@ -137,3 +137,18 @@ def test_sequential_changes_only_the_layers_above_the_first(tiny_with_text, tmp_
     assert not torch.allclose(seq[name.format(1)], plain[name.format(1)], atol=1e-4)
     record = json.loads((tmp_path / "plain" / "uptrain.json").read_text())["conversion"]
     assert record["calibration"]["sequential"] is False
+
+
+@pytest.mark.parametrize("method", ["fit", "similar+refine"])
+def test_calibrated_methods_refuse_a_translated_layout(tmp_path, method):
+    """gpt2 becomes gpt_bigcode: the calibrated methods, which rebuild the source's own attention
+    module, refuse it in one line (before any calibration text is read) and write nothing."""
+    from fused_models import build_source
+
+    src = build_source("gpt2", tmp_path / "gpt2")
+    out = tmp_path / "out"
+    r = run_cli(
+        "convert", src, out, "-g", "1", "--method", method, "--calibration-data", tmp_path / "none.txt"
+    )
+    assert_one_line_error(r, f"--method {method}", "gpt2", "--method mean")
+    assert not out.exists()

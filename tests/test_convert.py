@@ -135,3 +135,41 @@ def test_overwrite_replaces_existing_output(tiny_llama, tmp_path):
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 1
     assert {p.name for p in tmp_path.iterdir()} == {"src", "o"}
+
+
+def test_source_card_license_is_recorded(tiny_llama, tmp_path):
+    (tiny_llama / "README.md").write_text("---\nlicense: apache-2.0\ntags: [x]\n---\n# a model\n")
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=4)
+    record = json.loads((tmp_path / "o" / "uptrain.json").read_text())
+    assert record["source"]["license"] == "apache-2.0"
+    assert not (tmp_path / "o" / "README.md").exists()  # the source's card describes another model
+
+
+def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_path, monkeypatch):
+    import uptrain.convert.convert as convert_module
+
+    seen = []
+    real_write = convert_module.ShardWriter.write
+
+    def write(self, name, tensor):
+        seen.append(torch.get_num_threads())
+        return real_write(self, name, tensor)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(convert_module.ShardWriter, "write", write)
+        convert_checkpoint(open_source(tiny_llama), tmp_path / "out", groups=2)
+        assert set(seen) == {1}  # mean pooling streams on one thread
+        assert torch.get_num_threads() == 2
+
+        def broken(self, name, tensor):
+            raise RuntimeError("disk gone")
+
+        monkeypatch.setattr(convert_module.ShardWriter, "write", broken)
+        with pytest.raises(RuntimeError, match="disk gone"):
+            convert_checkpoint(open_source(tiny_llama), tmp_path / "again", groups=2)
+        assert torch.get_num_threads() == 2
+        assert not (tmp_path / "again").exists()
+    finally:
+        torch.set_num_threads(previous)

@@ -38,7 +38,11 @@ def test_gguf_converts_exactly_with_its_tokenizer(tmp_path):
         assert torch.equal(model(ids).logits, ref(ids).logits)
     assert model.dtype == torch.float32
     assert not model.config.to_dict().get("quantization_config")
-    assert (out / "uptrain.json").read_text().count("SmolLM2-135M-Instruct.Q4_1.gguf") >= 1
+    import json
+
+    record = json.loads((out / "uptrain.json").read_text())
+    assert record["source"]["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert record["source"]["license"] == "apache-2.0"  # GGUF general.license
 
 
 def test_directory_with_only_gguf_names_the_flag(tmp_path):

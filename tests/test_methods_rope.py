@@ -76,7 +76,9 @@ def _has_qk_norm(model) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model_type", supported_model_types())
+@pytest.mark.parametrize(  # separate q/k/v projections (fused and translated layouts: not this test)
+    "model_type", [t for t in supported_model_types() if get_architecture(t).q is not None]
+)
 @torch.no_grad()
 def test_table_rope_and_qk_norm_match_transformers(model_type):
     """The table says whether keys are normalized after k_proj (then fit/aligned refuse) and how

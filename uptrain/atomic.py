@@ -13,6 +13,8 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,12 +64,31 @@ def check_output_free(out: Path, overwrite: bool) -> None:
 
 
 def disk_error(exc: OSError, out: Path) -> UptrainError | None:
-    """A one-line error for a full disk or quota, or None for other OS errors."""
+    """A one-line error for a full disk, a quota or a file-size limit, or None for other OS errors."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return UptrainError(
             f"no space left on the device holding {out.parent}; free space or choose another output"
         )
+    if exc.errno == errno.EFBIG:
+        return UptrainError(
+            f"a file in {out.parent} grew past the size this filesystem or your limit (ulimit -f) allows; "
+            "raise the limit or choose another output"
+        )
     return None
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, so that a cleanup or a pair of renames is not cut
+    in half (a second Ctrl-C is common). A signal that came meanwhile is delivered at the end."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
@@ -82,22 +103,25 @@ def atomic_directory(out: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.uptrain-old-{tag}"
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-        _fsync_dir(out.parent)
+        with signals_deferred():  # OUT is never left moved aside by an interrupt between the renames
+            if out.exists():
+                old = out.parent / f".{out.name}.uptrain-old-{tag}"
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(out)
+            _fsync_dir(out.parent)
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with signals_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         err = disk_error(exc, out)
         if err is not None:
             raise err from exc
         raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with signals_deferred():
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -1,7 +1,9 @@
 """Text data through the `datasets` library, shared by evaluation, calibration and training.
 
-A TextSource names a Hub dataset (id, config, split) or a local file (.txt, .json/.jsonl, .parquet).
-A local .txt file is one document, read as it is (datasets' text loader, sample_by="document").
+A TextSource names a Hub dataset (id, config, split), a local dataset folder (a downloaded Hub
+dataset repository: its README's configs and its split files, read with the same config and split),
+or a local file (.txt, .json/.jsonl, .parquet). A local .txt file is one document, read as it is
+(datasets' text loader, sample_by="document").
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ class TextSource:
     def is_local(self) -> bool:
         return Path(self.dataset).suffix.lower() in _LOCAL_BUILDERS or Path(self.dataset).exists()
 
+    @property
+    def is_local_folder(self) -> bool:
+        return Path(self.dataset).is_dir()
+
     def describe(self) -> str:
-        if self.is_local:
+        if self.is_local and not self.is_local_folder:
             return self.dataset
         return f"{self.dataset}" + (f"/{self.config}" if self.config else "") + f" [{self.split}]"
 
@@ -47,7 +53,11 @@ def load_text_dataset(source: TextSource) -> Any:
     import datasets
 
     try:
-        if source.is_local:
+        if source.is_local_folder:
+            ds = datasets.load_dataset(
+                source.dataset, source.config, split=source.split, streaming=source.streaming
+            )
+        elif source.is_local:
             path = Path(source.dataset)
             if not path.is_file():
                 raise UptrainError(f"dataset file {path} does not exist; check --dataset")
@@ -67,14 +77,15 @@ def load_text_dataset(source: TextSource) -> Any:
     except UptrainError:
         raise
     except ValueError as exc:  # unknown split or config
-        first = str(exc).strip().splitlines()[0]
+        first = str(exc).strip().splitlines()[0].rstrip(".")
         raise UptrainError(
             f"cannot load {source.describe()}: {first}; check --dataset-config and --split"
         ) from None
     except (FileNotFoundError, ConnectionError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UptrainError(
-            f"cannot load dataset {source.describe()}: {first}; check the id or path, or your network"
+            f"cannot load dataset {source.describe()}: {first}; check the id or path, or pass a local "
+            ".txt, .json, .jsonl or .parquet file (or a downloaded dataset folder) with --dataset"
         ) from None
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (DatasetNotFoundError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from uptrain.architectures import AttentionDims, get_architecture, get_layout, read_dims
+from uptrain.architectures import AttentionDims, get_architecture, get_layout, read_dims, valid_groups
+from uptrain.architectures.route import source_variant
 from uptrain.convert.checkpoint import SourceCheckpoint
+from uptrain.convert.tensor_rules import RuledSource, TensorRules
 from uptrain.kv_cache import kv_cache_bytes_per_token
 
 
@@ -31,16 +33,19 @@ class CheckpointSummary:
 def summarize(source: SourceCheckpoint) -> CheckpointSummary:
     arch = get_architecture(source.config.get("model_type"))
     dims = read_dims(arch, source.config)
-    first_attention = get_layout(arch).layer_tensors(arch, dims, 0, set(source.names()))[0]
-    dtype = source.meta(first_attention).dtype
+    variant = source_variant(arch, source.config)
+    view = RuledSource(source, TensorRules(arch.translate))
+    first_attention = get_layout(variant.layout).layer_tensors(arch, dims, 0, set(view.names()))[0]
+    dtype = view.meta(first_attention).dtype
+    cached_kv = dims.heads if variant.caches_all_heads else dims.kv_heads  # what transformers caches
     parameters = sum(_numel(source.meta(n).shape) for n in source.names())
     return CheckpointSummary(
         model_type=arch.model_type,
         dims=dims,
         parameters=parameters,
         dtype=str(dtype).removeprefix("torch."),
-        kv_bytes_per_token=kv_cache_bytes_per_token(dims.layers, dims.kv_heads, dims.head_dim, dtype),
-        valid_groups=dims.valid_groups(),
+        kv_bytes_per_token=kv_cache_bytes_per_token(dims.layers, cached_kv, dims.head_dim, dtype),
+        valid_groups=valid_groups(arch, source.config, dims),
     )
 
 

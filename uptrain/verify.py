@@ -29,11 +29,17 @@ def _prompt(model: torch.nn.Module) -> torch.Tensor:
 
 @torch.no_grad()
 def verify_conversion(
-    source: str | Path, output: str | Path, dtype_bytes: int, gguf_file: str | None = None
+    source: str | Path,
+    output: str | Path,
+    dtype_bytes: int,
+    gguf_file: str | None = None,
+    allow_pickle: bool = False,
 ) -> Verification:
     """Logits of source and output in float32 on the same prompt, their KV-cache bytes per token
-    (at `dtype_bytes` per number), and a few greedy tokens from the output as a generation check."""
-    src = load_causal_lm(source, dtype=torch.float32, gguf_file=gguf_file)
+    (at `dtype_bytes` per number), and a few greedy tokens from the output as a generation check.
+    Both load with transformers' built-in classes: convert only takes model types it has, so the
+    checkpoint's own code (auto_map) is never run."""
+    src = load_causal_lm(source, dtype=torch.float32, gguf_file=gguf_file, allow_pickle=allow_pickle)
     ids = _prompt(src)
     src_logits = src(input_ids=ids).logits
     src_kv = measure_kv_cache_elements_per_token(src) * dtype_bytes

@@ -109,9 +109,10 @@ def convert(
             calibration_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     d = result.dims
+    became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
     console.print(
-        f"converted {result.model_type}: {d.heads} query heads, {d.kv_heads} -> {result.groups} KV heads "
-        f"({result.method}), {result.dtype}"
+        f"converted {result.model_type}{became}: {d.heads} query heads, "
+        f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
     )
     calibrated = result.record.get("conversion", {}).get("calibration")
     if calibrated and "tokens" in calibrated:
@@ -138,7 +139,9 @@ def convert(
         from uptrain.verify import verify_conversion
 
         elem = torch.empty((), dtype=getattr(torch, result.dtype)).element_size()
-        v = verify_conversion(source.model_path, out, elem, gguf_file=source.gguf_file)
+        v = verify_conversion(
+            source.model_path, out, elem, gguf_file=source.gguf_file, allow_pickle=allow_pickle
+        )
         table = Table(title="verify (float32, same prompt)")
         for col in ("max |logit diff|", "same top-1", "KV bytes/token source", "KV bytes/token output"):
             table.add_column(col, justify="right")

@@ -20,7 +20,7 @@ import torch
 
 from uptrain.architectures import Architecture, AttentionDims, get_architecture, read_dims
 from uptrain.convert.attention_modules import AttentionModules
-from uptrain.convert.checkpoint import MemoryShard, SourceCheckpoint
+from uptrain.convert.checkpoint import MemoryShard, PickleShard, SourceCheckpoint
 from uptrain.data import TextSource, join_documents, load_documents
 from uptrain.errors import UptrainError
 from uptrain.models import load_causal_lm, load_tokenizer
@@ -120,8 +120,10 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torc
 
 
 def load_source_model(source: SourceCheckpoint) -> Any:
-    """The source as a float32 transformers model; weights already in memory (GGUF) are reused."""
-    if any(isinstance(s, MemoryShard) for s in source.shards):
+    """The source as a float32 transformers model. Weights already in memory (GGUF) or read by
+    uptrain's own loader (pickled .bin, which the user allowed; read with weights_only) are passed
+    in as a state dict, so transformers never unpickles anything itself."""
+    if any(isinstance(s, (MemoryShard, PickleShard)) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 

@@ -20,8 +20,9 @@ def group_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def mean_pool(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """Average each group's heads, accumulating in float32 (bf16 sums overflow and lose bits)."""
-    return group_heads(x, groups).to(torch.float32).mean(dim=1).to(x.dtype)
+    """Average each group's heads, accumulating in float64: half-precision sums lose bits, and bf16
+    shares float32's exponent range, so a float32 sum of large bf16 weights can overflow to inf."""
+    return group_heads(x, groups).to(torch.float64).mean(dim=1).to(x.dtype)
 
 
 def first_pool(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -1,42 +1,24 @@
-"""Layouts: how a checkpoint stores one layer's Q/K/V/O, and the way to and from AttentionWeights.
-
-A layout is chosen by the architecture table's `layout` key. Each one answers three questions:
-which tensors hold layer i's attention, how to split them into heads, and how to put heads back.
-"""
+"""The separate layout: q_proj, k_proj, v_proj and o_proj as their own weights (Llama and most others)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Protocol
 
 import torch
 
 from uptrain.architectures.attention import AttentionDims, AttentionWeights
+from uptrain.architectures.layouts.base import (
+    as_linear,
+    as_stored,
+    expect_shape,
+    output_heads,
+    output_tensors,
+    require_tensors,
+    stored_shape,
+    weight_names,
+)
 from uptrain.architectures.spec import Architecture, KVExtra
 from uptrain.errors import UptrainError
-
-
-class Layout(Protocol):
-    def layer_tensors(
-        self, arch: Architecture, dims: AttentionDims, layer: int, available: Collection[str]
-    ) -> list[str]: ...
-
-    def to_heads(
-        self, arch: Architecture, dims: AttentionDims, layer: int, tensors: dict[str, torch.Tensor]
-    ) -> AttentionWeights: ...
-
-    def from_heads(
-        self, arch: Architecture, dims: AttentionDims, layer: int, attn: AttentionWeights
-    ) -> dict[str, torch.Tensor]: ...
-
-
-def expect_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
-    """Fail with a clear message when a checkpoint tensor does not have the shape config.json implies."""
-    if tuple(tensor.shape) != tuple(shape):
-        raise UptrainError(
-            f"tensor {name} has shape {tuple(tensor.shape)} but config.json implies {tuple(shape)}; "
-            "the weights do not match their config"
-        )
 
 
 def _extra_names(prefix: str, extra: KVExtra, kv_heads: int) -> list[str]:
@@ -46,26 +28,17 @@ def _extra_names(prefix: str, extra: KVExtra, kv_heads: int) -> list[str]:
 
 
 class SeparateLayout:
-    """q_proj, k_proj, v_proj and o_proj as separate Linear weights (Llama and most others)."""
+    fields = ("q", "k", "v")
+    supports_kv_extras = True
 
     def _names(self, arch: Architecture, layer: int) -> dict[str, str]:
-        p = arch.prefix(layer)
-        return {
-            role + part: f"{p}.{getattr(arch, role)}.{'weight' if part == '' else 'bias'}"
-            for role in ("q", "k", "v", "o")
-            for part in ("", "_bias")
-        }
+        return weight_names(arch, layer, ("q", "k", "v", "o"))
 
     def layer_tensors(
         self, arch: Architecture, dims: AttentionDims, layer: int, available: Collection[str]
     ) -> list[str]:
         names = self._names(arch, layer)
-        missing = [names[r] for r in ("q", "k", "v", "o") if names[r] not in available]
-        if missing:
-            raise UptrainError(
-                f"the checkpoint has no tensor {missing[0]} that model_type {arch.model_type!r} needs; "
-                "the weights do not match config.json"
-            )
+        require_tensors(arch, [names[r] for r in ("q", "k", "v", "o")], available)
         found = [n for n in names.values() if n in available]
         for extra in arch.kv_extras:
             extra_names = _extra_names(arch.prefix(layer), extra, dims.kv_heads)
@@ -80,18 +53,21 @@ class SeparateLayout:
     ) -> AttentionWeights:
         names = self._names(arch, layer)
         H, KV, hd = dims.heads, dims.kv_heads, dims.head_dim
-        q, k, v, o = (tensors[names[r]] for r in ("q", "k", "v", "o"))
-        expect_shape(names["q"], q, (H * hd, q.shape[1]))
-        expect_shape(names["k"], k, (KV * hd, k.shape[1]))
-        expect_shape(names["v"], v, (KV * hd, v.shape[1]))
-        expect_shape(names["o"], o, (o.shape[0], H * hd))
 
-        def bias(role: str, heads: int) -> torch.Tensor | None:
+        def heads(role: str, count: int) -> torch.Tensor:
+            stored = tensors[names[role]]
+            if stored.ndim != 2:
+                raise UptrainError(f"tensor {names[role]} has shape {tuple(stored.shape)}, not a matrix")
+            w = as_linear(arch, stored)
+            expect_shape(names[role], stored, stored_shape(arch, count * hd, w.shape[1]))
+            return w.reshape(count, hd, -1)
+
+        def bias(role: str, count: int) -> torch.Tensor | None:
             t = tensors.get(names[role + "_bias"])
             if t is None:
                 return None
-            expect_shape(names[role + "_bias"], t, (heads * hd,))
-            return t.reshape(heads, hd)
+            expect_shape(names[role + "_bias"], t, (count * hd,))
+            return t.reshape(count, hd)
 
         extras = {}
         for extra in arch.kv_extras:
@@ -107,15 +83,16 @@ class SeparateLayout:
                         f"tensor {extra_names[0]} of shape {tuple(t.shape)} is not split by {KV} heads"
                     )
                 extras[extra.tensor] = t.reshape(KV, t.shape[0] // KV, *t.shape[1:])
+        o, o_bias = output_heads(arch, names, dims, tensors)
         return AttentionWeights(
-            q=q.reshape(H, hd, -1),
-            k=k.reshape(KV, hd, -1),
-            v=v.reshape(KV, hd, -1),
-            o=o.reshape(o.shape[0], H, hd),
+            q=heads("q", H),
+            k=heads("k", KV),
+            v=heads("v", KV),
+            o=o,
             q_bias=bias("q", H),
             k_bias=bias("k", KV),
             v_bias=bias("v", KV),
-            o_bias=tensors.get(names["o_bias"]),
+            o_bias=o_bias,
             kv_extras=extras,
         )
 
@@ -123,18 +100,14 @@ class SeparateLayout:
         self, arch: Architecture, dims: AttentionDims, layer: int, attn: AttentionWeights
     ) -> dict[str, torch.Tensor]:
         names = self._names(arch, layer)
-        out = {
-            names["q"]: attn.q.reshape(-1, attn.q.shape[-1]),
-            names["k"]: attn.k.reshape(-1, attn.k.shape[-1]),
-            names["v"]: attn.v.reshape(-1, attn.v.shape[-1]),
-            names["o"]: attn.o.reshape(attn.o.shape[0], -1),
-        }
+        out = {}
         for role in ("q", "k", "v"):
+            w = getattr(attn, role)
+            out[names[role]] = as_stored(arch, w.reshape(-1, w.shape[-1]))
             b = getattr(attn, role + "_bias")
             if b is not None:
                 out[names[role + "_bias"]] = b.reshape(-1)
-        if attn.o_bias is not None:
-            out[names["o_bias"]] = attn.o_bias
+        out.update(output_tensors(arch, names, attn))
         for extra in arch.kv_extras:
             t = attn.kv_extras.get(extra.tensor)
             if t is None:
@@ -145,10 +118,3 @@ class SeparateLayout:
             else:
                 out[extra_names[0]] = t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
         return out
-
-
-LAYOUTS: dict[str, Layout] = {"separate": SeparateLayout()}
-
-
-def get_layout(arch: Architecture) -> Layout:
-    return LAYOUTS[arch.layout]

@@ -1,0 +1,100 @@
+"""Interrupted runs: SIGKILL then --resume reproduces the uninterrupted run step for step; SIGTERM or SIGINT
+(Ctrl-C) saves a checkpoint and exits cleanly. Real subprocesses, as a user's job would be killed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_runs import losses, quiet_env, train_command, train_subprocess
+
+RUN = ("budget.max_steps=24", "checkpoint.every_steps=4", "checkpoint.keep_last=2")
+
+
+def _wait_for(predicate, process, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended (rc {process.returncode}) before the moment to interrupt it:\n{err}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("timed out waiting for the run")
+
+
+def _logged_step(out) -> int:
+    metrics = out / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    steps = [
+        json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.endswith("}")
+    ]
+    return max(steps, default=0)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    reference = tmp_path / "reference"
+    done = train_subprocess(reference, *RUN)
+    assert done.returncode == 0, done.stderr
+    expected = losses(reference)
+    assert sorted(expected) == list(range(1, 25))
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(out, *RUN), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(lambda: (out / "checkpoints" / "step-00000008").is_dir() and _logged_step(out) >= 9, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "final").exists(), "the run finished before it could be killed"
+    killed_at = _logged_step(out)
+
+    resumed = train_subprocess(out, *RUN, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout
+    got = losses(out)
+    assert sorted(got) == list(range(1, 25))  # records after the checkpoint were replaced, not duplicated
+    assert got == expected, f"killed after step {killed_at}"  # bit for bit: same batches, same state
+
+    final, ref = (
+        load_file(out / "final" / "model.safetensors"),
+        load_file(reference / "final" / "model.safetensors"),
+    )
+    assert all(torch.equal(final[k], ref[k]) for k in ref)
+    assert not list((out / "checkpoints").glob(".*")), "no partial checkpoint is left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_or_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
+    out = tmp_path / "run"
+    assignments = ("budget.max_steps=400", "checkpoint.every_steps=0")
+    process = subprocess.Popen(
+        train_command(out, *assignments),
+        env=quiet_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _wait_for(lambda: _logged_step(out) >= 3, process)
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "interrupted at step" in errors[0] and "--resume" in errors[0], err
+    assert "Traceback" not in err
+    step = int(errors[0].split("interrupted at step ")[1].split(";")[0])
+    saved = out / "checkpoints" / f"step-{step:08d}"
+    state = json.loads((saved / "trainer_state.json").read_text())
+    assert state["step"] == step and state["micro_batches"] == 2 * step
+    assert _logged_step(out) == step  # it stopped after the step it had logged
+    assert not (out / "final").exists()

@@ -1,0 +1,120 @@
+"""The evaluation stages of `uptrain run`: source, converted and uptrained on exactly the same tokens.
+
+The tokens are either the training run's held-out blocks (report.dataset null: the first eval.blocks
+blocks of data.seq_len tokens, packed exactly as training packs them, so the three numbers sit on
+the same scale as the held-out curve of metrics.jsonl), or the text of report.dataset, scored with
+the sliding-window method of `uptrain eval`. One tokenizer reads the text for all three models: the
+one training uses (model.tokenizer, else the converted checkpoint's). Each stage records the SHA-256
+of its token ids, and the report checks that the three agree.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uptrain.config import DataSection, UptrainConfig
+from uptrain.data import TextSource, join_documents, load_documents
+from uptrain.evaluate import EvalReport, EvalSettings, evaluate_model, tokenize_text
+from uptrain.evaluate.report import resolve_window
+from uptrain.models import load_causal_lm, load_tokenizer
+from uptrain.train.corpus import load_corpus, text_source
+from uptrain.train.run_dir import RunDir
+
+
+@dataclass(frozen=True)
+class EvalTokens:
+    ids: torch.Tensor  # 1-D
+    text: str  # the text they cover ("" for held-out blocks)
+    settings: EvalSettings  # window/stride fixed for blocks; else resolved per model
+    dataset: dict[str, Any]  # what the tokens are, for the report
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.ids.to(torch.int64).numpy().tobytes()).hexdigest()
+
+
+def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
+    """What the evaluation stages read from the config (their manifests hash it)."""
+    from uptrain.schema import to_plain
+
+    report = {k: v for k, v in to_plain(cfg.report).items() if k != "plots"}
+    inputs: dict[str, Any] = {"report": report, "tokenizer": cfg.model.tokenizer}
+    if cfg.report.dataset is None:
+        inputs["heldout"] = {"data": to_plain(cfg.data), "split": cfg.eval.split, "blocks": cfg.eval.blocks}
+    return inputs
+
+
+def _settings(cfg: UptrainConfig) -> EvalSettings:
+    r = cfg.report
+    return EvalSettings(
+        window=r.window,
+        stride=r.stride,
+        batch_size=r.batch_size,
+        max_tokens=r.max_tokens,
+        dtype=r.dtype,
+        harness=r.harness,
+        kv_batch=1,
+        kv_context=r.kv_context,
+    )
+
+
+def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTokens:
+    """The tokens every model of the run is scored on."""
+    settings = _settings(cfg)
+    if cfg.report.dataset is None:
+        corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data)
+        blocks = corpus.heldout
+        width = int(blocks.shape[1])
+        source = text_source(cfg.data, cfg.eval.split or cfg.data.split, run.data)
+        dataset = {
+            "dataset": cfg.data.dataset,
+            "dataset_config": None if source.is_local else cfg.data.config,
+            "split": cfg.eval.split or cfg.data.split,
+            "source": f"{len(blocks)} held-out blocks of {width} tokens of {cfg.data.dataset}",
+            "heldout_blocks": len(blocks),
+        }
+        settings = replace(settings, window=width, stride=width, harness=False, max_tokens=None)
+        return EvalTokens(blocks.reshape(-1), "", settings, dataset)
+    r = cfg.report
+    data = DataSection(dataset=r.dataset, config=r.dataset_config, split=r.split, text_column=r.text_column)
+    source: TextSource = text_source(data, r.split, run.data)
+    text = join_documents(load_documents(source))
+    ids, covered = tokenize_text(tokenizer, text, r.max_tokens)
+    dataset = {
+        "dataset": r.dataset,
+        "dataset_config": None if source.is_local else r.dataset_config,
+        "split": r.split,
+        "source": source.describe(),
+    }
+    return EvalTokens(ids, covered, settings, dataset)
+
+
+def evaluate_checkpoint(
+    role: str, path: Path, tokens: EvalTokens, tokenizer: Any, trust_remote_code: bool = False
+) -> dict[str, Any]:
+    """One model's evaluation as report.json holds it: EvalReport.to_dict() with the model's role."""
+    settings = tokens.settings
+    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_causal_lm(path, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code)
+    try:
+        settings = resolve_window(settings, [model.config])
+        result = evaluate_model(role, model, tokenizer, tokens.ids, tokens.text, settings)
+    finally:
+        del model
+        gc.collect()
+    report = EvalReport(tokens.dataset, settings, int(tokens.ids.numel()), [replace(result, path=str(path))])
+    data = report.to_dict()
+    data["models"][0]["role"] = role
+    data["tokens_sha256"] = tokens.sha256
+    return data
+
+
+def run_tokenizer(cfg: UptrainConfig, converted: Path) -> Any:
+    """The tokenizer training uses, which reads the evaluation text for all three models."""
+    return load_tokenizer(cfg.model.tokenizer or converted, cfg.model.trust_remote_code)

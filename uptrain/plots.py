@@ -1,0 +1,106 @@
+"""The plots of a run's report, as PNG files (matplotlib's Agg canvas, no display needed).
+
+- training.png: training loss and held-out perplexity against tokens trained, with horizontal lines
+  at the source's and the converted model's perplexity;
+- perplexity.png: perplexity of source, converted and uptrained;
+- kv_cache.png: KV-cache bytes per token of each.
+
+Figures are built with matplotlib.figure.Figure, not pyplot, so no global backend or state is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROLE_COLOURS = {"source": "#4c72b0", "converted": "#c44e52", "uptrained": "#55a868"}
+_DPI = 120
+
+
+def _figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    axes = fig.subplots(1, columns)
+    return fig, axes
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def training_curves(
+    records: Sequence[dict[str, Any]],
+    path: Path,
+    source_ppl: float | None = None,
+    converted_ppl: float | None = None,
+    title: str = "",
+) -> Path:
+    """Loss (left) and held-out perplexity (right, log scale) against tokens, from metrics.jsonl."""
+    fig, (loss_ax, ppl_ax) = _figure(11, 4.2, 2)
+    train = sorted((r["tokens"], r["loss"]) for r in records if r.get("loss") is not None)
+    held = sorted((r["tokens"], r["eval_ppl"]) for r in records if r.get("eval_ppl") is not None)
+    if train:
+        loss_ax.plot(*zip(*train, strict=True), color=ROLE_COLOURS["uptrained"], label="training loss")
+    held_loss = sorted((r["tokens"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None)
+    if held_loss:
+        loss_ax.plot(*zip(*held_loss, strict=True), "o--", color="#8172b2", label="held-out loss")
+    loss_ax.set_xlabel("tokens trained")
+    loss_ax.set_ylabel("cross-entropy (nats / token)")
+    loss_ax.set_title("loss")
+    loss_ax.grid(alpha=0.3)
+    if loss_ax.get_legend_handles_labels()[0]:
+        loss_ax.legend()
+    if held:
+        ppl_ax.plot(
+            *zip(*held, strict=True), "o-", color=ROLE_COLOURS["uptrained"], label="held-out, uptraining"
+        )
+    for role, value in (("source", source_ppl), ("converted", converted_ppl)):
+        if value is not None:
+            ppl_ax.axhline(value, linestyle="--", color=ROLE_COLOURS[role], label=f"{role}: {value:,.2f}")
+    ppl_ax.set_xlabel("tokens trained")
+    ppl_ax.set_title("held-out perplexity")
+    if ppl_ax.get_legend_handles_labels()[0]:
+        ppl_ax.set_yscale("log")
+        ppl_ax.set_ylabel("perplexity (log scale)")
+        ppl_ax.grid(alpha=0.3, which="both")
+        ppl_ax.legend()
+    else:
+        ppl_ax.text(0.5, 0.5, "no held-out evaluation", ha="center", va="center", transform=ppl_ax.transAxes)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _bars(
+    rows: Sequence[tuple[str, float]], path: Path, ylabel: str, title: str, fmt: str, log: bool
+) -> Path:
+    fig, ax = _figure(6, 4.2)
+    names = [name for name, _ in rows]
+    values = [value for _, value in rows]
+    bars = ax.bar(names, values, color=[ROLE_COLOURS.get(n, "#937860") for n in names])
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2)
+    if log:
+        ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def perplexity_bars(rows: Sequence[tuple[str, float]], path: Path, title: str = "perplexity") -> Path:
+    """One bar per model (role, perplexity); a log scale when they span more than 10x."""
+    values = [v for _, v in rows]
+    log = bool(values) and min(values) > 0 and max(values) / min(values) > 10
+    return _bars(rows, path, "perplexity" + (" (log scale)" if log else ""), title, "{:,.2f}", log)
+
+
+def kv_cache_bars(rows: Sequence[tuple[str, int]], path: Path, title: str = "KV cache per token") -> Path:
+    """One bar per model (role, KV-cache bytes per token)."""
+    return _bars(rows, path, "bytes per token", title, "{:,.0f} B", False)

@@ -1,0 +1,147 @@
+"""The report of `uptrain run`: report.json, report.md and the plots, from the three evaluations,
+the uptrained checkpoint's uptrain.json and metrics.jsonl.
+
+report.json keeps the flat keys that model cards read (uptrain.card: dataset, dataset_config, split,
+tokens, window, stride, and per model role, perplexity, kv_bytes_per_token, path), plus the
+conversion and training records, the ratios the recipe is judged by, and the plots' file names.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from uptrain.atomic import atomic_write_text
+from uptrain.card import format_bytes
+from uptrain.errors import UptrainError
+from uptrain.plots import kv_cache_bars, perplexity_bars, training_curves
+
+ROLES = ("source", "converted", "uptrained")
+PLOT_FILES = {"training": "training.png", "perplexity": "perplexity.png", "kv_cache": "kv_cache.png"}
+_SHARED_KEYS = (
+    "dataset",
+    "dataset_config",
+    "split",
+    "source",
+    "heldout_blocks",
+    "tokens",
+    "window",
+    "stride",
+)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl (a torn last line, from a killed run, is skipped)."""
+    records = []
+    if Path(path).is_file():
+        for line in Path(path).read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue
+    return records
+
+
+def build_report(
+    evaluations: dict[str, dict[str, Any]], record: dict[str, Any], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """report.json's content from the per-role evaluations (EvalReport dicts with one model each)
+    and the uptrained checkpoint's uptrain.json."""
+    missing = [r for r in ROLES if r not in evaluations]
+    if missing:
+        raise UptrainError(f"the run has no evaluation of {', '.join(missing)}; rerun uptrain run")
+    digests = {evaluations[r].get("tokens_sha256") for r in ROLES}
+    if len(digests) != 1:
+        raise UptrainError(
+            "source, converted and uptrained were scored on different tokens; rerun uptrain run"
+        )
+    first = evaluations[ROLES[0]]
+    models = [evaluations[r]["models"][0] for r in ROLES]
+    ppl = {m["role"]: m["perplexity"] for m in models}
+    return {
+        **{k: first.get(k) for k in _SHARED_KEYS},
+        "tokens_sha256": first.get("tokens_sha256"),
+        "settings": first.get("settings"),
+        "versions": first.get("versions"),
+        "models": models,
+        "perplexity_ratio": {
+            "converted_over_source": ppl["converted"] / ppl["source"],
+            "uptrained_over_converted": ppl["uptrained"] / ppl["converted"],
+            "uptrained_over_source": ppl["uptrained"] / ppl["source"],
+        },
+        "conversion": record.get("conversion"),
+        "training": record.get("training"),
+        **(extra or {}),
+    }
+
+
+def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """training.png, perplexity.png and kv_cache.png in `out`."""
+    by_role = {m["role"]: m for m in report["models"]}
+    conversion = report.get("conversion") or {}
+    heads = f"{conversion.get('kv_heads_before', '?')} -> {conversion.get('kv_heads_after', '?')} KV heads"
+    where = report.get("source") or report.get("dataset") or "held-out text"
+    return {
+        "training": training_curves(
+            metrics,
+            out / PLOT_FILES["training"],
+            by_role["source"]["perplexity"],
+            by_role["converted"]["perplexity"],
+            title=f"uptraining after {heads} ({conversion.get('method', '?')}); perplexity on {where}",
+        ),
+        "perplexity": perplexity_bars(
+            [(r, by_role[r]["perplexity"]) for r in ROLES],
+            out / PLOT_FILES["perplexity"],
+            title=f"perplexity on {report.get('tokens', 0):,} tokens",
+        ),
+        "kv_cache": kv_cache_bars(
+            [(r, by_role[r]["kv_bytes_per_token"]) for r in ROLES],
+            out / PLOT_FILES["kv_cache"],
+            title="KV-cache bytes per token",
+        ),
+    }
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """report.md: what was done, the table, the ratios and the plots."""
+    conversion, training = report.get("conversion") or {}, report.get("training") or {}
+    lines = ["# uptrain run report", ""]
+    if conversion:
+        fraction = training.get("fraction_of_pretraining")
+        lines += [
+            f"{conversion.get('heads')} query heads, {conversion.get('kv_heads_before')} -> "
+            f"{conversion.get('kv_heads_after')} key/value heads by `{conversion.get('method')}`, then "
+            f"uptrained for {training.get('steps', 0):,} steps on {training.get('tokens_seen', 0):,} tokens"
+            + (f" ({fraction:.3%} of pre-training)." if fraction else "."),
+            "",
+        ]
+    lines += ["| model | KV heads | perplexity | KV cache / token |", "|---|---:|---:|---:|"]
+    for m in report["models"]:
+        lines.append(
+            f"| {m['role']} | {m.get('kv_heads', '?')} | {m['perplexity']:,.3f} | "
+            f"{format_bytes(m['kv_bytes_per_token'])} |"
+        )
+    ratio = report["perplexity_ratio"]
+    lines += [
+        "",
+        f"Perplexity on {report.get('source') or report.get('dataset')}: {report.get('tokens', 0):,} "
+        f"tokens, window {report.get('window')}, stride {report.get('stride')}; the same tokens for all "
+        "three models.",
+        "",
+        f"- conversion multiplied perplexity by {ratio['converted_over_source']:.3g};",
+        f"- uptraining multiplied it by {ratio['uptrained_over_converted']:.3g};",
+        f"- uptrained vs source: {ratio['uptrained_over_source']:.3g}x.",
+        "",
+    ]
+    for name, file in (report.get("plots") or {}).items():
+        lines.append(f"![{name}]({file})")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    """report.json and report.md in `out`, each written atomically."""
+    json_path, md_path = out / "report.json", out / "report.md"
+    atomic_write_text(json_path, json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(md_path, report_markdown(report))
+    return json_path, md_path

@@ -1,0 +1,146 @@
+"""The uptraining budget: pure arithmetic on tokens and steps.
+
+The GQA paper uptrains for a fraction alpha (0.05) of the original pre-training. Tokens are the
+measure of compute here: budget = pretraining_tokens x fraction, unless max_tokens or max_steps is
+given. One optimizer step consumes global_batch x seq_len tokens, where global_batch is
+per_device_batch x grad_accum x processes; the step count is rounded down, so the budget is never
+exceeded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from uptrain.errors import UptrainError
+
+_SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9, "T": 10**12}
+_TOKENS = re.compile(r"^\s*([0-9][0-9_,]*(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([KMBGT]?)\s*$", re.IGNORECASE)
+
+
+def parse_tokens(value: int | float | str) -> int:
+    """A token count written as 2000000, 2e6, "2M", "1.5T" or "100_000"."""
+    if isinstance(value, bool):
+        raise ValueError(f"a token count must be a number such as 2000000 or '2T', not {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a token count must be a whole number >= 0, not {value!r}")
+        return value
+    if isinstance(value, float):
+        number = value
+    else:
+        m = _TOKENS.match(str(value))
+        if not m:
+            raise ValueError(f"a token count must be a number such as 2000000 or '2T', not {value!r}")
+        number = float(m[1].replace("_", "").replace(",", "")) * _SUFFIXES[m[2].upper()]
+    if not math.isfinite(number) or number < 0 or number != int(number):
+        raise ValueError(f"a token count must be a whole number >= 0, not {value!r}")
+    return int(number)
+
+
+class TokenCount(int):
+    """An int that a config may write as "2T" or "100B"."""
+
+    type_label = "token count (e.g. 2000000 or '2T')"
+
+    @classmethod
+    def from_config_value(cls, value: object) -> TokenCount:
+        return cls(parse_tokens(value))  # type: ignore[arg-type]
+
+    def to_config_value(self) -> int:
+        return int(self)
+
+
+def format_tokens(n: float) -> str:
+    """Compact token counts: 100 -> "100", 97_280 -> "97.3K", 2e12 -> "2.0T", 1e11 -> "100B"."""
+    for suffix, scale in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= scale:
+            x = n / scale
+            one_decimal = float(f"{x:.1f}")
+            whole = one_decimal >= 100 or (one_decimal >= 10 and one_decimal == int(one_decimal))
+            return f"{x:.0f}{suffix}" if whole else f"{x:.1f}{suffix}"
+    return f"{n:.0f}"
+
+
+def format_percent(fraction: float) -> str:
+    """5% as "5.0%"; below 1%, two significant digits ("0.26%", "0.0012%")."""
+    pct = fraction * 100
+    return f"{pct:.1f}%" if pct >= 1 or pct == 0 else f"{pct:.2g}%"
+
+
+@dataclass(frozen=True)
+class Budget:
+    steps: int
+    tokens_per_step: int
+    tokens: int  # what the steps consume: steps x tokens_per_step
+    requested_tokens: int | None  # before rounding down to whole steps (None: set by max_steps)
+    pretraining_tokens: int | None
+    fraction: float | None  # the requested fraction of pre-training, when it set the budget
+
+    @property
+    def fraction_of_pretraining(self) -> float | None:
+        return self.tokens / self.pretraining_tokens if self.pretraining_tokens else None
+
+
+def tokens_per_step(per_device_batch: int, grad_accum: int, processes: int, seq_len: int) -> int:
+    """Tokens one optimizer step trains on."""
+    return per_device_batch * grad_accum * processes * seq_len
+
+
+def plan_budget(
+    tokens_per_step: int,
+    pretraining_tokens: int | None = None,
+    fraction: float = 0.05,
+    max_tokens: int | None = None,
+    max_steps: int | None = None,
+) -> Budget:
+    """Steps and tokens from whichever budget is given: max_steps, then max_tokens, then the fraction."""
+    if tokens_per_step <= 0:
+        raise UptrainError("the global batch holds no tokens; check train.per_device_batch and data.seq_len")
+    if max_steps is not None:
+        steps, requested, used_fraction = max_steps, None, None
+    elif max_tokens is not None:
+        steps, requested, used_fraction = max_tokens // tokens_per_step, max_tokens, None
+    elif pretraining_tokens:
+        requested = int(pretraining_tokens * fraction)
+        steps, used_fraction = requested // tokens_per_step, fraction
+    else:
+        raise UptrainError(
+            "the budget needs the source's pre-training tokens; set budget.pretraining_tokens "
+            "(or record it in the source's uptrain.json), budget.max_tokens or budget.max_steps"
+        )
+    if steps <= 0:
+        what = f"{requested:,} tokens" if requested is not None else f"max_steps {max_steps}"
+        raise UptrainError(
+            f"the budget of {what} gives 0 optimizer steps at {tokens_per_step:,} tokens per step; "
+            "raise budget.fraction, budget.max_tokens or budget.max_steps, or shrink the batch"
+        )
+    return Budget(
+        steps, tokens_per_step, steps * tokens_per_step, requested, pretraining_tokens, used_fraction
+    )
+
+
+def describe_budget(budget: Budget, doing: str = "uptraining") -> str:
+    """E.g. "uptraining 5.0% of 2.0T pre-training tokens = 100B tokens = 24,414 steps"."""
+    steps = f"{budget.steps:,} steps of {format_tokens(budget.tokens_per_step)} tokens"
+    if budget.fraction is not None and budget.pretraining_tokens:
+        return (
+            f"{doing} {format_percent(budget.fraction)} of {format_tokens(budget.pretraining_tokens)} "
+            f"pre-training tokens = {format_tokens(budget.requested_tokens or 0)} tokens = {steps}"
+        )
+    text = f"{doing} {format_tokens(budget.tokens)} tokens = {steps}"
+    if budget.fraction_of_pretraining is not None:
+        text += (
+            f" = {format_percent(budget.fraction_of_pretraining)} of "
+            f"{format_tokens(budget.pretraining_tokens or 0)} pre-training tokens"
+        )
+    return text
+
+
+def describe_achieved(steps: int, tokens: int, pretraining_tokens: int | None) -> str:
+    """E.g. "trained 24,414 steps = 100B tokens = 5.0% of the original pre-training"."""
+    text = f"trained {steps:,} steps = {format_tokens(tokens)} tokens"
+    if pretraining_tokens:
+        text += f" = {format_percent(tokens / pretraining_tokens)} of the original pre-training"
+    return text

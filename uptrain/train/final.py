@@ -1,0 +1,65 @@
+"""The final save: a standard safetensors checkpoint with its tokenizer and an extended uptrain.json.
+
+Sharded models (FSDP, DeepSpeed ZeRO-3) are gathered into one full state dict by
+accelerator.get_state_dict on every process; only the main process writes, into a temporary
+directory renamed to OUTPUT/final at the end. Weights go back to the dtype of the checkpoint that
+was uptrained (training holds them in model.dtype, fp32 by default).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from uptrain.atomic import atomic_directory
+from uptrain.provenance import update_provenance, write_provenance
+
+DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def checkpoint_dtype(directory: Path) -> torch.dtype:
+    """The dtype a checkpoint's config.json declares (float32 when it says nothing)."""
+    try:
+        config = json.loads((Path(directory) / "config.json").read_text())
+    except (OSError, ValueError):
+        return torch.float32
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return DTYPE_BY_NAME.get(str(name), torch.float32)
+
+
+def save_final(
+    accelerator: Any,
+    model: Any,
+    tokenizer: Any,
+    out: Path,
+    student: Path,
+    record: dict[str, Any],
+    training: dict[str, Any],
+    dtype: torch.dtype,
+) -> None:
+    """Write the trained model to `out`; every process must call it. uptrain.json is the student's
+    record (source, conversion) plus a "training" section; a student that was itself uptrained
+    is kept whole as the source."""
+    state_dict = accelerator.get_state_dict(model)
+    if accelerator.is_main_process:
+        prefix = "_orig_mod."  # torch.compile's wrapper (train.compile)
+        state_dict = {
+            k.removeprefix(prefix): v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()
+        }
+        with atomic_directory(out, overwrite=True) as tmp:
+            bare = accelerator.unwrap_model(model, keep_torch_compile=False)
+            bare.save_pretrained(tmp, state_dict=state_dict)
+            config_file = tmp / "config.json"
+            config = json.loads(config_file.read_text())
+            config["dtype"] = str(dtype).split(".")[-1]
+            config_file.write_text(json.dumps(config, indent=2) + "\n")
+            tokenizer.save_pretrained(tmp)
+            base = {k: v for k, v in record.items() if k != "uptrain_version"}
+            if "training" in base:
+                base = {"source": {"path": str(student), "uptrain": base}}
+            write_provenance(tmp, base)
+            update_provenance(tmp, "training", training)
+    accelerator.wait_for_everyone()
