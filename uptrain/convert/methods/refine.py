@@ -4,8 +4,9 @@ The layer's converted attention module (built by transformers' own class, attent
 is trained to reproduce the source layer's attention output on the calibration inputs kept for
 replay: loss = |out_new - out_source|^2 / |out_source|^2, full batch, Adam with a cosine decay.
 All the layer's attention parameters move (the new K/V and the Q/O they were folded into). Only
-one layer's modules and inputs are in play at a time; the inputs are the source model's, so
-layers are independent and the order they are converted in does not matter.
+one layer's modules and inputs are in play at a time. With sequential calibration (the default,
+sequential.py) the student sees the partly converted model's inputs and the teacher the source's
+own, so a layer also makes up for what the layers below it lost; without it both see the source's.
 """
 
 from __future__ import annotations
