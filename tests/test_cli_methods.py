@@ -35,7 +35,7 @@ def test_pipeline_records_steps_calibration_and_figures(tiny_with_text, tmp_path
     c = json.loads((out / "uptrain.json").read_text())["conversion"]
     assert c["method"] == "similar+fit+refine" and c["method_steps"] == ["similar", "fit", "refine"]
     assert c["calibration"]["data"] == str(text) and c["calibration"]["tokens"] == 600
-    assert c["calibration"]["seq_len"] == 100 and c["calibration"]["sequential"] is True
+    assert c["calibration"]["seq_len"] == 100 and c["calibration"]["sequential"] is False
     assert c["method_options"] == {
         "refine_steps": 3,
         "refine_lr": 1e-4,
@@ -135,8 +135,8 @@ def test_sequential_changes_only_the_layers_above_the_first(tiny_with_text, tmp_
         name = f"model.layers.{{}}.self_attn.{role}_proj.weight"
         assert torch.allclose(seq[name.format(0)], plain[name.format(0)], atol=1e-5), role
     assert not torch.allclose(seq[name.format(1)], plain[name.format(1)], atol=1e-4)
-    record = json.loads((tmp_path / "plain" / "uptrain.json").read_text())["conversion"]
-    assert record["calibration"]["sequential"] is False
+    record = json.loads((tmp_path / "seq" / "uptrain.json").read_text())["conversion"]
+    assert record["calibration"]["sequential"] is True
 
 
 @pytest.mark.parametrize("method", ["fit", "similar+refine"])

@@ -57,9 +57,10 @@ def convert(
     calibration_tokens: int = typer.Option(4096, help="Calibration tokens to collect statistics on."),
     calibration_seq_len: int = typer.Option(512, help="Calibration sequence length in tokens."),
     sequential: bool = typer.Option(
-        True,
+        False,
         "--sequential/--no-sequential",
-        help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does).",
+        help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does; "
+        "measured worse than independent layers on SmolLM2, see docs/RESULTS.md).",
     ),
     refine_steps: int = typer.Option(100, help="refine: optimizer steps per layer."),
     refine_lr: float = typer.Option(1e-4, help="refine: Adam learning rate (cosine decay)."),

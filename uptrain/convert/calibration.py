@@ -37,7 +37,7 @@ class CalibrationSpec:
     tokens: int = 4096  # tokens whose statistics are accumulated
     seq_len: int = 512  # calibration text is cut into sequences of this many tokens
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
-    sequential: bool = True  # calibrate each layer on the partly converted model's inputs (sequential.py)
+    sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -79,7 +79,7 @@ def calibration_spec(
     text_column: str = "text",
     tokens: int = 4096,
     seq_len: int = 512,
-    sequential: bool = True,
+    sequential: bool = False,
 ) -> CalibrationSpec:
     """A CalibrationSpec from the command line's --calibration-* options (data None: the default)."""
     if tokens < 1 or seq_len < 2:
