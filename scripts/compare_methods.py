@@ -196,6 +196,10 @@ def save_row(path: Path, key: str, row: dict) -> None:
     tmp.replace(path)
 
 
+def ratio(mean: float, ppl: float) -> str:
+    return f"{mean / ppl:,.0f}x" if mean / ppl >= 10 else f"{mean / ppl:.2f}x"
+
+
 def markdown(rows: dict[str, dict], setup_name: str) -> str:
     mine = [r for r in rows.values() if r["setup"] == setup_name]
     lines = [
@@ -211,8 +215,8 @@ def markdown(rows: dict[str, dict], setup_name: str) -> str:
             cells = [
                 str(groups),
                 r["method"] + (" " + " ".join(r["extra"]) if r["extra"] else ""),
-                f"{ppl:,.1f}" if ppl else "",
-                f"{mean / ppl:,.0f}x" if mean and ppl else "",
+                f"{ppl:,.2f}" if ppl else "",
+                ratio(mean, ppl) if mean and ppl and r["method"] != "source" else "",
                 f"{r['ppl_uptrained']:,.2f}" if r.get("ppl_uptrained") else "",
                 f"{r['convert_s']:.0f}" if r.get("convert_s") else "",
                 f"{r['calibration_s']:.0f}" if r.get("calibration_s") else "",
@@ -296,8 +300,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     setup = make_setup(args)
     stages = set(args.stages.split(","))
-    for groups in setup["groups"]:
-        for method in args.methods:
+    for method in args.methods:  # method by method: an interrupted run has whole rows of the table
+        for groups in setup["groups"]:
             measure(setup, method, groups, args.extra.split(), stages)
     if args.markdown:
         print(markdown(load_rows(setup["results"]), args.setup))
