@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 EXTRA_INITS = ("ones", "zeros")
+ROPE_STYLES = ("half", "interleaved", "none")
+QK_NORMS = ("none", "shared", "per_head", "full")
 HOLDS = ("any", "all", "one")  # how many KV heads a variant holds: any count, one per query head, or one
 
 
@@ -104,9 +106,18 @@ class Architecture:
     config: ConfigKeys = field(default_factory=ConfigKeys)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # what transformers assumes for absent keys
     translate: Translation | None = None
+    rope: str = "half"  # which key dims RoPE rotates together: half (j, j+d/2), interleaved (2j, 2j+1), none
+    qk_norm: str = "none"  # a norm on q and k after the projection: none, shared, per_head, full
+    qk_norm_flag: str | None = None  # config key that switches qk_norm on (None: always on)
 
     def prefix(self, layer: int) -> str:
         return self.attention.format(layer=layer)
+
+    def normalizes_keys(self, config: dict) -> bool:
+        """Whether keys pass through a norm after k_proj in a model with this config.json."""
+        if self.qk_norm == "none":
+            return False
+        return self.qk_norm_flag is None or bool(config.get(self.qk_norm_flag))
 
     def config_value(self, config: Mapping[str, Any], key: str) -> Any:
         """A config.json value, or the class default transformers uses when the key is absent."""
@@ -227,6 +238,10 @@ def parse_entry(model_type: str, raw: Any, layouts: Mapping[str, Any]) -> Archit
     )
     if "{layer}" not in arch.attention:
         raise ValueError(f"{where}: attention {arch.attention!r} must contain '{{layer}}'")
+    if arch.rope not in ROPE_STYLES:
+        raise ValueError(f"{where}: rope {arch.rope!r} is not one of {ROPE_STYLES}")
+    if arch.qk_norm not in QK_NORMS:
+        raise ValueError(f"{where}: qk_norm {arch.qk_norm!r} is not one of {QK_NORMS}")
     for variant in arch.variants:
         if variant.layout not in layouts:
             raise ValueError(f"{where}: layout {variant.layout!r} is not one of {sorted(layouts)}")

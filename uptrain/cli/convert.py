@@ -30,7 +30,11 @@ def convert(
     groups: int = typer.Option(
         ..., "--groups", "-g", help="G, the number of KV heads to keep; divides KV. 1 = MQA."
     ),
-    method: str = typer.Option("mean", help="How to build each group's K/V head: mean, first or random."),
+    method: str = typer.Option(
+        "mean",
+        help="How to build each group's K/V head: mean, first, random, aligned or fit, optionally "
+        "after similar and before refine, joined by '+' (e.g. similar+fit+refine).",
+    ),
     dtype: str = typer.Option(None, help="Output dtype: bf16, fp16 or fp32 (default: keep the source's)."),
     seed: int = typer.Option(0, help="Seed for --method random."),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of SRC."),
@@ -42,13 +46,45 @@ def convert(
     gguf_file: str = typer.Option(
         None, help="A .gguf file inside the SRC directory or Hub repo to dequantize."
     ),
+    calibration_data: str = typer.Option(
+        None,
+        help="Calibration text for similar/aligned/fit/refine: a Hub dataset id or a local "
+        ".txt/.json/.jsonl/.parquet file (default: Salesforce/wikitext wikitext-2-raw-v1, train).",
+    ),
+    calibration_config: str = typer.Option(None, help="Hub dataset config of --calibration-data."),
+    calibration_split: str = typer.Option("train", help="Hub dataset split of --calibration-data."),
+    calibration_text_column: str = typer.Option("text", help="Text column of --calibration-data."),
+    calibration_tokens: int = typer.Option(4096, help="Calibration tokens to collect statistics on."),
+    calibration_seq_len: int = typer.Option(512, help="Calibration sequence length in tokens."),
+    sequential: bool = typer.Option(
+        False,
+        "--sequential/--no-sequential",
+        help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does; "
+        "measured worse than independent layers on SmolLM2, see docs/RESULTS.md).",
+    ),
+    refine_steps: int = typer.Option(100, help="refine: optimizer steps per layer."),
+    refine_lr: float = typer.Option(1e-4, help="refine: Adam learning rate (cosine decay)."),
+    refine_tokens: int = typer.Option(2048, help="refine: calibration tokens replayed per layer."),
 ) -> None:
     """Convert SRC to G key/value heads per layer and write it to OUT.
 
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32)."""
+    from uptrain.convert.calibration import calibration_spec
     from uptrain.convert.convert import convert_checkpoint
+    from uptrain.convert.methods import MethodOptions, get_method
     from uptrain.convert.source import open_source
 
+    options = MethodOptions(refine_steps=refine_steps, refine_lr=refine_lr, refine_tokens=refine_tokens)
+    get_method(method, options)  # a bad --method fails before anything is loaded
+    spec = calibration_spec(
+        calibration_data,
+        calibration_config,
+        calibration_split,
+        calibration_text_column,
+        calibration_tokens,
+        calibration_seq_len,
+        sequential,
+    )
     source = open_source(src, revision=revision, allow_pickle=allow_pickle, gguf_file=gguf_file, dtype=dtype)
     with Progress(
         TextColumn("converting"),
@@ -69,6 +105,9 @@ def convert(
             seed=seed,
             overwrite=overwrite,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
+            calibration_spec=spec,
+            method_options=options,
+            calibration_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     d = result.dims
     became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
@@ -76,6 +115,17 @@ def convert(
         f"converted {result.model_type}{became}: {d.heads} query heads, "
         f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
     )
+    calibrated = result.record.get("conversion", {}).get("calibration")
+    if calibrated and "tokens" in calibrated:
+        tokens, data, seconds = calibrated["tokens"], calibrated["data"], calibrated["seconds"]
+        console.print(f"  calibrated on {tokens:,} tokens of {data} in {seconds:.1f} s")
+    figures = result.record.get("conversion", {}).get("layer_figures", {})
+    if figures:
+        console.print(
+            "  "
+            + ", ".join(f"{k.replace('_', ' ')} {v['mean']:.3g}" for k, v in figures.items())
+            + " (mean over layers)"
+        )
     console.print(
         f"  wrote {result.tensors} tensors, {_bytes(result.bytes_written)} in {result.seconds:.1f} s to {out}"
     )

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -33,8 +34,9 @@ from uptrain.architectures import (
     plan_route,
 )
 from uptrain.atomic import atomic_directory, check_output_free
+from uptrain.convert.calibration import CalibrationSpec, collect_calibration
 from uptrain.convert.checkpoint import SourceCheckpoint
-from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
+from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions, get_method, parse_method
 from uptrain.convert.pooling import map_kv
 from uptrain.convert.tensor_rules import RuledSource, TensorRules
 from uptrain.convert.writer import PlannedTensor, ShardWriter
@@ -137,13 +139,20 @@ def _convert_heads(
     ctx: MethodContext,
 ) -> dict[str, torch.Tensor]:
     route = plan.route
-    reader = get_layout(route.source_variant.layout)
-    attn = reader.to_heads(route.source, route.dims, layer, source_tensors).to(torch.float32)
-    new = method.convert_layer(attn, route.groups, ctx)
-    if new.kv_heads != route.groups:
-        raise AssertionError(f"method {method.name} returned {new.kv_heads} KV heads, not {route.groups}")
+    converted = getattr(ctx.calibration, "converted", None)  # done during sequential calibration
+    if converted is None:
+        reader = get_layout(route.source_variant.layout)
+        attn = reader.to_heads(route.source, route.dims, layer, source_tensors).to(torch.float32)
+        converted = _run_method(method, attn, route.groups, ctx)
     writer = get_layout(route.target_variant.layout)
-    return writer.from_heads(route.target, route.dims, layer, new)
+    return writer.from_heads(route.target, route.dims, layer, converted)
+
+
+def _run_method(method: ConversionMethod, attn: Any, groups: int, ctx: MethodContext) -> Any:
+    new = method.convert_layer(attn, groups, ctx)
+    if new.kv_heads != groups:
+        raise AssertionError(f"method {method.name} returned {new.kv_heads} KV heads, not {groups}")
+    return new
 
 
 def plan_conversion(
@@ -275,11 +284,19 @@ def convert_checkpoint(
     calibration: dict[int, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
     extra_record: dict[str, Any] | None = None,
+    calibration_spec: CalibrationSpec | None = None,
+    method_options: MethodOptions | None = None,
+    calibration_progress: Callable[[int, int], None] | None = None,
 ) -> ConversionResult:
-    """Convert `source` to `groups` KV heads with `method`, writing OUT atomically."""
+    """Convert `source` to `groups` KV heads with `method` (a spec such as "similar+fit+refine"),
+    writing OUT atomically. Calibrated methods use `calibration` (per-layer, as collected by
+    uptrain.convert.calibration) or collect it first from `calibration_spec` (default: WikiText-2
+    train split)."""
     started = time.perf_counter()
     out = Path(out)
-    conversion = get_method(method)
+    options = method_options or MethodOptions()
+    conversion = get_method(method, options)
+    steps = parse_method(method)
     if dtype is not None and dtype not in DTYPES:
         raise UptrainError(f"--dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if not 0 <= seed <= MAX_SEED:
@@ -294,6 +311,32 @@ def convert_checkpoint(
     init_std = float(source.config.get(plan.arch.config.init_std) or 0.02)
     output_of = plan.output_of
     count = sum(len(s) for s in plan.outputs)
+    calibration_record: dict[str, Any] = {}
+    reports: dict[int, dict[str, float]] = {}
+    if conversion.needs_calibration and (plan.route.changes_variant or len(plan.arch.variants) != 1):
+        raise UptrainError(
+            f"--method {method} runs the source model layer by layer and supports {plan.arch.model_type} "
+            "only where the output keeps its layout; use --method mean (or first, random)"
+        )
+    if conversion.needs_calibration and calibration is None:
+        spec = calibration_spec or CalibrationSpec()
+        if "refine" in steps:
+            spec = dataclasses.replace(spec, keep_tokens=min(options.refine_tokens, spec.tokens))
+        calibrating = time.perf_counter()
+
+        def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:
+            ctx = MethodContext(
+                plan.arch, plan.dims, layer, seed, init_std, cal, reports.setdefault(layer, {})
+            )
+            return _run_method(conversion, attn, groups, ctx)
+
+        calibration = collect_calibration(source, spec, calibration_progress, convert_during_calibration)
+        calibration_record = {
+            **spec.record(),
+            "tokens": next(iter(calibration.values())).tokens,
+            "seconds": round(time.perf_counter() - calibrating, 2),
+        }
+    calibration = None if calibration is None else dict(calibration)  # entries are dropped as used
 
     # Pooling, first and random are a few passes over memory per tensor: one thread keeps up with the
     # disk, and more only wait for each other on a busy machine (measured on 2 shared cores: 21 s
@@ -320,8 +363,11 @@ def convert_checkpoint(
                         seed=seed,
                         init_std=init_std,
                         calibration=None if calibration is None else calibration.get(layer),
+                        report=reports.setdefault(layer, {}),
                     )
                     results = _convert_heads(tensors, plan, layer, conversion, ctx)
+                    if calibration is not None:
+                        calibration.pop(layer, None)  # its replayed inputs are no longer needed
                 else:
                     results = {name: plan.view.load(name)}
                 for out_name in list(results):
@@ -341,7 +387,11 @@ def convert_checkpoint(
         config = converted_config(source.config, plan.route, dtype_name)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         copy_side_files(source.root, tmp)
-        record = _record(source, plan, conversion.name, seed, dtype_name, extra_record)
+        extra = {
+            **_method_record(conversion, steps, options, calibration_record, reports),
+            **(extra_record or {}),
+        }
+        record = _record(started, source, plan, conversion.name, seed, dtype_name, extra)
         write_provenance(tmp, record)
 
     source_dtype = plan.view.meta(plan.layer_tensors[0][0]).dtype  # what the model runs and caches in
@@ -368,6 +418,32 @@ def convert_checkpoint(
     )
 
 
+def _method_record(
+    conversion: ConversionMethod,
+    steps: list[str],
+    options: MethodOptions,
+    calibration: dict[str, Any],
+    reports: dict[int, dict[str, float]],
+) -> dict[str, Any]:
+    """What uptrain.json says about the method: its steps, options, calibration and, where the
+    method noted them, per-layer figures (with their mean)."""
+    if not conversion.needs_calibration:
+        return {}
+    figures: dict[str, Any] = {}
+    for key in sorted({k for r in reports.values() for k in r}):
+        values = [reports[i][key] for i in sorted(reports) if key in reports[i]]
+        figures[key] = {
+            "mean": float(f"{sum(values) / len(values):.4g}"),
+            "layers": [float(f"{v:.4g}") for v in values],
+        }
+    return {
+        "method_steps": steps,
+        "method_options": options.record(steps),
+        "calibration": calibration or {"data": "given by the caller"},
+        **({"layer_figures": figures} if figures else {}),
+    }
+
+
 @contextlib.contextmanager
 def _torch_threads(n: int | None) -> Iterator[None]:
     """torch's intra-op thread count set to n (None: unchanged) inside the block."""
@@ -391,6 +467,7 @@ def _write_index(tmp: Path, plan: ConversionPlan, total: int) -> None:
 
 
 def _record(
+    started: float,
     source: SourceCheckpoint,
     plan: ConversionPlan,
     method: str,
@@ -415,6 +492,7 @@ def _record(
             "method": method,
             "seed": seed,
             "dtype": dtype or "unchanged",
+            "seconds": round(time.perf_counter() - started, 2),
             **(extra or {}),
         },
     }

@@ -1,17 +1,14 @@
-"""The registry of conversion methods, by the name `--method` takes."""
+"""The registry of conversion methods: `--method` names one step or a `+`-joined pipeline of them
+(pipeline.py), e.g. mean, fit, similar+fit+refine."""
 
 from __future__ import annotations
 
 from uptrain.convert.methods.base import ConversionMethod, MethodContext
-from uptrain.convert.methods.basic import FIRST, MEAN, RANDOM
-from uptrain.errors import UptrainError
+from uptrain.convert.methods.pipeline import STEPS, MethodOptions, build_method, parse_method
 
-METHODS: dict[str, ConversionMethod] = {m.name: m for m in (MEAN, FIRST, RANDOM)}
-
-__all__ = ["METHODS", "ConversionMethod", "MethodContext", "get_method"]
+__all__ = ["STEPS", "ConversionMethod", "MethodContext", "MethodOptions", "get_method", "parse_method"]
 
 
-def get_method(name: str) -> ConversionMethod:
-    if name not in METHODS:
-        raise UptrainError(f"unknown method {name!r}; use one of: {', '.join(METHODS)}")
-    return METHODS[name]
+def get_method(spec: str, options: MethodOptions | None = None) -> ConversionMethod:
+    """The method a `--method` spec names (one-line UptrainError when it names none)."""
+    return build_method(spec, options)

@@ -19,6 +19,7 @@ class MethodContext:
     seed: int = 0
     init_std: float = 0.02
     calibration: Any = None  # per-layer calibration statistics, for methods that need them
+    report: dict[str, float] | None = None  # where a method may note figures about this layer
 
 
 LayerFn = Callable[[AttentionWeights, int, MethodContext], AttentionWeights]

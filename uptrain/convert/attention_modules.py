@@ -1,0 +1,75 @@
+"""A layer's transformers attention module, built from AttentionWeights with any KV head count,
+and read back. `refine` runs it, so every architecture's own attention code (RoPE style, partial
+rotary, q/k norms, soft-capping, sliding windows, scaling) is what gets optimized."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uptrain.architectures import Architecture, AttentionDims, AttentionWeights, get_layout
+
+
+@dataclass
+class AttentionModules:
+    cls: type  # the source model's attention class for this layer
+    config: Any  # the config it was built from
+    arch: Architecture
+    dims: AttentionDims  # the source's dimensions
+    layer: int
+    fixed: dict[str, torch.Tensor]  # the module's tensors conversion leaves alone (shared q/k norms)
+    implementation: str | None = None  # attention implementation to build with (None: the config's)
+
+    @classmethod
+    def of(
+        cls,
+        model: torch.nn.Module,
+        arch: Architecture,
+        dims: AttentionDims,
+        layer: int,
+        implementation: str | None = None,
+    ) -> AttentionModules:
+        module = model.get_submodule(arch.prefix(layer))
+        config = getattr(module, "config", None) or model.config.get_text_config()
+        prefix = arch.prefix(layer) + "."
+        state = module.state_dict()
+        converted = set(get_layout(arch).layer_tensors(arch, dims, layer, {prefix + n for n in state}))
+        fixed = {n: t.detach().clone() for n, t in state.items() if prefix + n not in converted}
+        return cls(type(module), config, arch, dims, layer, fixed, implementation)
+
+    def _dims(self, kv_heads: int) -> AttentionDims:
+        return dataclasses.replace(self.dims, kv_heads=kv_heads)
+
+    def trainable(self, module: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The parameters that conversion writes (the rest, `fixed`, stay as the source has them)."""
+        return [p for name, p in module.named_parameters() if name not in self.fixed]
+
+    def build(self, attn: AttentionWeights) -> torch.nn.Module:
+        """The attention module holding `attn` (float32, eval mode: no dropout)."""
+        config = copy.deepcopy(self.config)
+        setattr(config, self.arch.config.kv_heads, attn.kv_heads)
+        if self.implementation:
+            config._attn_implementation = self.implementation
+        prefix = self.arch.prefix(self.layer) + "."
+        tensors = get_layout(self.arch).from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
+        state = {n.removeprefix(prefix): t.detach().to(torch.float32).clone() for n, t in tensors.items()}
+        state.update({n: t.to(torch.float32).clone() for n, t in self.fixed.items()})
+        with torch.device("meta"):
+            module = self.cls(config, layer_idx=self.layer)
+        module.load_state_dict(state, strict=True, assign=True)
+        if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # buffers made in __init__
+            module = self.cls(config, layer_idx=self.layer)
+            module.load_state_dict(state, strict=True)
+        return module.to(torch.float32).eval()
+
+    def weights(self, module: torch.nn.Module, kv_heads: int) -> AttentionWeights:
+        """The weights of a module built with `kv_heads` KV heads, back in canonical head form."""
+        prefix = self.arch.prefix(self.layer) + "."
+        state = {
+            prefix + n: t.detach().clone() for n, t in module.state_dict().items() if n not in self.fixed
+        }
+        return get_layout(self.arch).to_heads(self.arch, self._dims(kv_heads), self.layer, state)
