@@ -67,6 +67,9 @@ def check_run_config(cfg: UptrainConfig) -> None:
             "uptrain run converts first: set model.convert (groups, and source or model.tiny); "
             "to uptrain an already converted checkpoint, use uptrain train"
         )
+    from uptrain.train.student import check_convert_method
+
+    check_convert_method(cfg.model.convert)
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:

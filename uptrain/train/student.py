@@ -50,7 +50,54 @@ def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection
         and record.get("source", {}).get("hub_id") == source.provenance.get("hub_id")
         and (conv.get("groups"), conv.get("method"), conv.get("seed"), conv.get("dtype"))
         == (convert.groups, convert.method, convert.seed, dtype)
+        and conv.get("convert_settings", {}).get("calibration") == _calibration_settings(convert)
     )
+
+
+def _calibration_settings(convert: Any) -> dict[str, Any] | None:
+    """The model.convert keys a calibrated method depends on (None for mean/first/random)."""
+    from uptrain.convert.methods.pipeline import CALIBRATED, parse_method
+
+    if not CALIBRATED & set(parse_method(convert.method)):
+        return None
+    return {k: v for k, v in vars(convert).items() if k.startswith(("calibration_", "refine_"))}
+
+
+def check_convert_method(convert: Any) -> None:
+    """model.convert.method and its calibration numbers, with errors naming the config keys."""
+    try:
+        _conversion_arguments(convert)
+    except UptrainError as exc:
+        text = (
+            str(exc)
+            .replace("--method", "model.convert.method")
+            .replace("--calibration-", "model.convert.calibration_")
+        )
+        raise UptrainError(text.replace("seq-len", "seq_len")) from None
+    data = convert.calibration_data
+    if _calibration_settings(convert) is not None and data is not None:
+        spec = _conversion_arguments(convert)["calibration_spec"]
+        if spec.data.is_local and not Path(data).expanduser().exists():
+            raise UptrainError(f"model.convert.calibration_data: {data} does not exist; fix the path")
+
+
+def _conversion_arguments(convert: Any) -> dict[str, Any]:
+    """convert_checkpoint's calibration arguments for a calibrated model.convert.method."""
+    from uptrain.convert.calibration import calibration_spec
+    from uptrain.convert.methods.pipeline import MethodOptions
+
+    settings = _calibration_settings(convert)
+    if settings is None:
+        return {}
+    spec = calibration_spec(
+        convert.calibration_data,
+        convert.calibration_config,
+        convert.calibration_split,
+        convert.calibration_text_column,
+        convert.calibration_tokens,
+        convert.calibration_seq_len,
+    )
+    return {"calibration_spec": spec, "method_options": MethodOptions(refine_steps=convert.refine_steps)}
 
 
 def _route(config: dict, groups: int, source_key: str) -> None:
@@ -82,6 +129,8 @@ def check_student(model: ModelSection) -> None:
     (config, safetensors weights, no unasked custom code), G, and that the tokenizer fits the
     model's vocabulary. A Hub source is checked after its download."""
     trust = model.trust_remote_code
+    if model.convert is not None:
+        check_convert_method(model.convert)
     if model.tiny is not None:
         # sized for model.tokenizer when it is built, so only G is checked here
         config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
@@ -147,6 +196,8 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
             dtype=convert.dtype,
             seed=convert.seed,
             overwrite=True,
+            extra_record={"convert_settings": {"calibration": _calibration_settings(convert)}},
+            **_conversion_arguments(convert),
         )
         record = result.record
     return Student(run.converted, record, str(source.root))

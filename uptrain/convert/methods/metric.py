@@ -38,11 +38,24 @@ class CalibratedMetric:
         return s if bias else s[:-1, :-1]
 
     def factor(self, bias: bool) -> torch.Tensor:
-        """Lower-triangular L with L L^T = S + damping * mean(diag S) * I."""
+        """Lower-triangular L with L L^T = S + damping * mean(diag S) * I. The damping starts at
+        DAMPING and grows tenfold while S (rank-deficient on little or repetitive calibration text,
+        and accumulated in float32) is not numerically positive definite."""
         if bias not in self._factors:
             s = self.gram(bias)
-            ridge = DAMPING * s.diagonal().mean().clamp_min(1e-30)
-            self._factors[bias] = torch.linalg.cholesky(s + ridge * torch.eye(s.shape[0], dtype=s.dtype))
+            s = (s + s.T) / 2
+            scale = s.diagonal().mean().clamp_min(1e-30)
+            eye = torch.eye(s.shape[0], dtype=s.dtype)
+            for step in range(7):
+                factor, info = torch.linalg.cholesky_ex(s + DAMPING * 10**step * scale * eye)
+                if int(info) == 0:
+                    break
+            else:
+                raise UptrainError(
+                    "the calibration inputs are degenerate (their covariance cannot be factored); "
+                    "give more or more varied --calibration-data"
+                )
+            self._factors[bias] = factor
         return self._factors[bias]
 
     def to_rows(self, z: torch.Tensor, bias: bool) -> torch.Tensor:
