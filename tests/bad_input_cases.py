@@ -467,7 +467,7 @@ CASES = [
         "demo",
         "method-unknown",
         lambda p: ["demo", "--output", p.out, "--method", "bogus"],
-        ("model.convert.method must be one of", "bogus"),
+        ("model.convert.method 'bogus' is not valid", "similar+fit+refine"),
     ),
     Case(
         "demo",
