@@ -17,7 +17,7 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
-from uptrain.convert.methods.metric import calibrated_setup, split_bias, with_bias
+from uptrain.convert.methods.metric import calibrated_setup, split_bias
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 ITERATIONS = 4
@@ -50,9 +50,12 @@ def aligned_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> At
     kv, hd = attn.kv_heads, attn.k.shape[1]
     r = kv // groups
     kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys = setup.transfer(with_bias(attn.k, attn.k_bias, kb), kb)
-    values = setup.transfer(with_bias(attn.v, attn.v_bias, vb), vb)
-    queries, o = setup.transfer(with_bias(attn.q, attn.q_bias, qb), qb), attn.o.double().clone()
+    keys, values, queries = (
+        setup.rows(attn.k, attn.k_bias),
+        setup.rows(attn.v, attn.v_bias),
+        setup.rows(attn.q, attn.q_bias),
+    )
+    o = attn.o.double().clone()
     lk, lv = metric.factor(kb), metric.factor(vb)
     plain = pairs.plain
 

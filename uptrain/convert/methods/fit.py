@@ -31,7 +31,6 @@ from uptrain.convert.methods.metric import (
     shared_basis,
     split_bias,
     sqrtm_psd,
-    with_bias,
 )
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
@@ -95,9 +94,12 @@ def fit_layer(
     kv, hd = attn.kv_heads, attn.k.shape[1]
     r = kv // groups
     kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys = setup.transfer(with_bias(attn.k, attn.k_bias, kb), kb)
-    values = setup.transfer(with_bias(attn.v, attn.v_bias, vb), vb)
-    queries, o = setup.transfer(with_bias(attn.q, attn.q_bias, qb), qb), attn.o.double().clone()
+    keys, values, queries = (
+        setup.rows(attn.k, attn.k_bias),
+        setup.rows(attn.v, attn.v_bias),
+        setup.rows(attn.q, attn.q_bias),
+    )
+    o = attn.o.double().clone()
     lk, lv = metric.factor(kb), value_metric.factor(vb)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
     q_moments = _query_second_moments(queries, qb, metric, attn.kv_heads) if query_aware else eye

@@ -119,6 +119,11 @@ class LayerSetup:
     heads_per_kv: int  # query heads that read each source KV head
     cross: torch.Tensor | None = None  # sequential calibration: E[x~_src x~^T] (source input, these)
 
+    def rows(self, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """A projection's rows over x~ (with its bias as the last column when it has one), transferred
+        to these inputs."""
+        return self.transfer(with_bias(w, bias, bias is not None), bias is not None)
+
     def transfer(self, rows: torch.Tensor, bias: bool) -> torch.Tensor:
         """Rows meant for the source's inputs x -> rows for these inputs x~ (sequential calibration;
         the rows themselves otherwise): the least-squares W' = argmin E|W' x~ - W x|^2 + lam |W' - W|^2,
