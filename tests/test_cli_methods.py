@@ -38,8 +38,9 @@ def test_pipeline_records_steps_calibration_and_figures(tiny_with_text, tmp_path
     assert c["calibration"]["seq_len"] == 100 and c["calibration"]["sequential"] is False
     assert c["method_options"] == {
         "refine_steps": 3,
-        "refine_lr": 1e-4,
+        "refine_lr": 2e-3,
         "refine_tokens": 200,
+        "refine_output": False,
         "query_aware": True,
         "output_aware": True,
         "mixed_values": True,

@@ -54,7 +54,7 @@ class ConvertSection:
     calibration_text_column: str = setting("text", "Text column of calibration_data.")
     calibration_tokens: int = setting(4096, "Calibration tokens the methods collect statistics on.")
     calibration_seq_len: int = setting(512, "Calibration sequence length in tokens.")
-    refine_steps: int = setting(100, "Method refine: Adam steps per layer.")
+    refine_steps: int = setting(30, "Method refine: Adam steps per layer.")
 
 
 @dataclass

@@ -62,9 +62,12 @@ def convert(
         help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does; "
         "measured worse than independent layers on SmolLM2, see docs/RESULTS.md).",
     ),
-    refine_steps: int = typer.Option(100, help="refine: optimizer steps per layer."),
-    refine_lr: float = typer.Option(1e-4, help="refine: Adam learning rate (cosine decay)."),
+    refine_steps: int = typer.Option(30, help="refine: optimizer steps per layer."),
+    refine_lr: float = typer.Option(2e-3, help="refine: Adam learning rate (cosine decay)."),
     refine_tokens: int = typer.Option(2048, help="refine: calibration tokens replayed per layer."),
+    refine_output: bool = typer.Option(
+        False, "--refine-output/--no-refine-output", help="refine: train o_proj too (overfits)."
+    ),
 ) -> None:
     """Convert SRC to G key/value heads per layer and write it to OUT.
 
@@ -74,7 +77,7 @@ def convert(
     from uptrain.convert.methods import MethodOptions, get_method
     from uptrain.convert.source import open_source
 
-    options = MethodOptions(refine_steps=refine_steps, refine_lr=refine_lr, refine_tokens=refine_tokens)
+    options = MethodOptions(refine_steps, refine_lr, refine_tokens, refine_output)
     get_method(method, options)  # a bad --method fails before anything is loaded
     spec = calibration_spec(
         calibration_data,

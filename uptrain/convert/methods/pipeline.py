@@ -39,16 +39,17 @@ STEPS = {**GROUPING, **MERGES, **REFINEMENT}
 
 @dataclass(frozen=True)
 class MethodOptions:
-    refine_steps: int = 100
-    refine_lr: float = 1e-4
+    refine_steps: int = 30
+    refine_lr: float = 2e-3
     refine_tokens: int = 2048  # calibration tokens whose attention inputs refine replays
+    refine_output: bool = False  # refine: train o_proj too (overfits the replayed tokens)
     query_aware: bool = True  # fit: weight key errors by the energy of the queries that read them
     output_aware: bool = True  # fit: weight value errors by o_proj
     mixed_values: bool = True  # fit: measure value errors on the inputs as attention mixes them
 
     def record(self, steps: list[str]) -> dict[str, Any]:
         values = asdict(self)
-        keep = {"refine_steps", "refine_lr", "refine_tokens"} if "refine" in steps else set()
+        keep = {"refine_steps", "refine_lr", "refine_tokens", "refine_output"} if "refine" in steps else set()
         keep |= {"query_aware", "output_aware", "mixed_values"} if "fit" in steps else set()
         return {k: v for k, v in values.items() if k in keep}
 
@@ -117,7 +118,9 @@ def build_method(spec: str, options: MethodOptions | None = None) -> ConversionM
         new = merge(attn, groups, ctx)
         _note_error(attn, new, ctx)
         if refine:
-            result = refine_attention(attn, new, ctx, options.refine_steps, options.refine_lr)
+            result = refine_attention(
+                attn, new, ctx, options.refine_steps, options.refine_lr, options.refine_output
+            )
             new = result.weights
             if ctx.report is not None:
                 ctx.report.update(
