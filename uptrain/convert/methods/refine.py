@@ -59,18 +59,20 @@ def refine_attention(
     lr: float,
     train_output: bool = False,
 ) -> RefineResult:
-    """Train `start` (G KV heads) to match `source` on the layer's replayed calibration inputs."""
+    """Train `start` (G KV heads) to match `source` on the layer's replayed calibration inputs.
+    Each step takes one replay batch (2,048 tokens) in turn; the weights with the lowest error on
+    all of them, among the start and the end, are kept (with one batch: the best seen)."""
     cal = ctx.calibration
     if cal is None or cal.modules is None or not cal.replay:
         raise UptrainError("--method refine needs calibration text; pass --calibration-data FILE_OR_HUB_ID")
-    modules = cal.modules
+    modules, replay = cal.modules, cal.replay
     teacher = modules.build(source)
     with torch.no_grad():
         targets = [
             teacher(
                 hidden_states=b.hidden_states if b.teacher_hidden is None else b.teacher_hidden, **b.kwargs
             )[0]
-            for b in cal.replay
+            for b in replay
         ]
     del teacher
     energy = float(sum(t.pow(2).sum() for t in targets)) or 1.0
@@ -78,27 +80,29 @@ def refine_attention(
     for p in student.parameters():
         p.requires_grad_(False)
     trained = trained_parameters(student, modules.fixed, modules.arch.o, train_output)
-    params = [p.requires_grad_(True) for p in trained]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = torch.optim.Adam([p.requires_grad_(True) for p in trained], lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))
     )
+    full = len(replay) == 1  # then each step's loss is the error on all replayed tokens
     best, best_state = math.inf, {k: v.clone() for k, v in student.state_dict().items()}
-    before = math.nan
+    if not full or not steps:
+        with torch.no_grad():
+            best = float(_relative_error(student, replay, targets, energy))
+    before = best
     for step in range(steps):
+        i = step % len(replay)
         optimizer.zero_grad(set_to_none=True)
-        loss = _relative_error(student, cal.replay, targets, energy)
+        loss = _relative_error(student, replay[i : i + 1], targets[i : i + 1], energy)
         loss.backward()
-        if step == 0:
-            before = loss.item()  # the first step's loss is the start's error: no extra pass
-        if loss.item() < best:  # the loss of the weights before this step
+        if full and step == 0:
+            before = loss.item()  # the start's error, from the first step: no extra pass
+        if full and loss.item() < best:  # the loss of the weights before this step
             best, best_state = loss.item(), {k: v.detach().clone() for k, v in student.state_dict().items()}
         optimizer.step()
         schedule.step()
     with torch.no_grad():
-        after = float(_relative_error(student, cal.replay, targets, energy))
-    if steps == 0:
-        before = after
+        after = float(_relative_error(student, replay, targets, energy))
     if after > best:
         student.load_state_dict(best_state)
         after = best
