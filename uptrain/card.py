@@ -21,7 +21,8 @@ uptrain.json (DIR/uptrain.json)
   evaluation                     the same shape as a report (below)
 report (report.json of `uptrain run`, or `uptrain eval --json`; it wins over uptrain.json's evaluation)
   models   [{role: source|converted|uptrained (or name/label, or a path ending in converted/ or final/),
-             perplexity, word_perplexity, bits_per_byte, kv_bytes_per_token | kv_bytes.per_token, path}]
+             perplexity, word_perplexity, bits_per_byte, kv_bytes_per_token | kv_bytes.per_token, path,
+             tasks: {lm_eval task: {metric: value}} (a table, and the model-index of this model)}]
            or {role: {...}}
   dataset, dataset_config, split, tokens | tokens_scored, window, stride
 config.json of DIR
@@ -48,6 +49,7 @@ from uptrain.card_inputs import (
     source_license,
     training_datasets,
 )
+from uptrain.card_tasks import eval_results, task_section
 from uptrain.errors import UptrainError
 from uptrain.provenance import pretraining_tokens
 
@@ -302,6 +304,8 @@ def model_card(
     shape, src = _shape(record), _source(record)
     data = card_metadata(record, license)
     name = repo_id or "this-model"
+    if results := eval_results(record, report):  # the Hub's model-index
+        data.model_name, data.eval_results = name.split("/")[-1], results
     h, kv, g = shape["heads"], shape["kv_before"], shape["kv_after"]
     kind = "MQA" if g == 1 else f"GQA-{g}"
     body = [
@@ -323,6 +327,7 @@ def model_card(
         "",
         *_perplexity_table(record, report, shape),
         "",
+        *task_section(record, report),
         "## KV cache",
         "",
         *_kv_cache(record, report, shape, config),

@@ -13,7 +13,8 @@ from uptrain.evaluate.documents import (
     wikitext_articles,
     wikitext_detokenize,
 )
-from uptrain.evaluate.tasks import main_metric, parse_tasks, task_scores
+from uptrain.evaluate.tasks import parse_tasks, task_scores
+from uptrain.task_table import main_metric
 
 PAGES = [
     " = Ise @-@ class battleship = \n The ships ' guns ( 14 @-@ inch ) fired 1 @,@ 400 rounds ; "

@@ -7,7 +7,7 @@ prompts, few-shot sampling (seeded), metrics and stderr. `--include-path` adds a
 files (lm_eval's TaskManager include path), for private tasks or local copies of a task's data.
 
 `task_scores` turns the harness's results into {task: {metric: value}}, dropping the filter suffix
-(`acc,none` -> `acc`); `main_metric` picks the number a table shows for a task.
+(`acc,none` -> `acc`); uptrain.task_table shows them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from uptrain.errors import UptrainError
+from uptrain.task_table import main_metric, task_columns, task_markdown
+
+__all__ = ["TaskSettings", "check_tasks", "main_metric", "run_tasks", "task_columns", "task_markdown"]
 
 INSTALL = "pip install 'uptrain-gqa[eval]'"
-_PREFERRED = ("acc_norm", "acc", "exact_match", "mc2", "f1", "word_perplexity", "perplexity")
 
 
 @dataclass(frozen=True)
@@ -124,11 +126,3 @@ def task_scores(results: Any) -> dict[str, dict[str, float]]:
             clean[metric if filter_name in ("", "none") else key] = float(value)
         scores[task] = clean
     return scores
-
-
-def main_metric(metrics: dict[str, float]) -> str | None:
-    """The metric a table shows for a task: acc_norm, else acc, else the first non-stderr one."""
-    for name in _PREFERRED:
-        if name in metrics:
-            return name
-    return next((k for k in metrics if not k.endswith("_stderr") and k != "alias"), None)

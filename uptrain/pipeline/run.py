@@ -118,7 +118,8 @@ def plan_stages(cfg: UptrainConfig) -> dict[str, Stage]:
     )
     stages = [convert, evaluate("source", convert), evaluate("converted", convert), train]
     stages.append(evaluate("uptrained", train))
-    plots = list(PLOT_FILES.values()) if cfg.report.plots else []
+    drawn = [k for k in PLOT_FILES if k != "tasks" or cfg.report.tasks.names] if cfg.report.plots else []
+    plots = [PLOT_FILES[k] for k in drawn]
     report = Stage(
         "report",
         {
@@ -243,11 +244,10 @@ class Pipeline:
             role: json.loads((self.run.root / "evaluation" / f"{role}.json").read_text()) for role in ROLES
         }
         extra = {"output": str(self.run.root), "model": self.cfg.model.convert.source or "model.tiny"}
-        if self.cfg.report.plots:
-            extra["plots"] = dict(PLOT_FILES)
         report = build_report(evaluations, read_provenance(self.run.final), extra)
         if self.cfg.report.plots:
-            draw_plots(report, read_metrics(self.run.metrics), self.run.root)
+            drawn = draw_plots(report, read_metrics(self.run.metrics), self.run.root)
+            report["plots"] = {name: PLOT_FILES[name] for name in drawn}
         write_report(report, self.run.root)
         return {}
 
