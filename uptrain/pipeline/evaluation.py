@@ -52,6 +52,11 @@ def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     return inputs
 
 
+def task_settings(cfg: UptrainConfig) -> Any:
+    """report.tasks as the TaskSettings that every model of the run is scored with."""
+    return _settings(cfg).task_settings()
+
+
 def _settings(cfg: UptrainConfig) -> EvalSettings:
     r = cfg.report
     return EvalSettings(

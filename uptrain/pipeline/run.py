@@ -34,6 +34,7 @@ from uptrain.pipeline.evaluation import (
     evaluation_inputs,
     evaluation_tokens,
     run_tokenizer,
+    task_settings,
 )
 from uptrain.pipeline.manifest import (
     STARTED,
@@ -67,9 +68,11 @@ def check_run_config(cfg: UptrainConfig) -> None:
             "uptrain run converts first: set model.convert (groups, and source or model.tiny); "
             "to uptrain an already converted checkpoint, use uptrain train"
         )
+    from uptrain.evaluate.tasks import check_tasks
     from uptrain.train.student import check_convert_method
 
     check_convert_method(cfg.model.convert)
+    check_tasks(task_settings(cfg))  # lm_eval installed, task names known, before anything is written
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:
