@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.dtypes import TORCH_DTYPES
+from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.config import UptrainConfig
 from uptrain.errors import UptrainError
-from uptrain.models import TORCH_DTYPES, load_causal_lm
 from uptrain.train.run_dir import RunDir
 
 
@@ -102,8 +103,8 @@ def check_teacher(cfg: UptrainConfig) -> None:
     """A local distill.teacher, checked before any work: safetensors weights, no unasked custom code."""
     from pathlib import Path
 
-    from uptrain.convert.source import read_config
-    from uptrain.models import check_not_pickled, check_remote_code
+    from uptrain.checkpoint.loading import check_not_pickled, check_remote_code
+    from uptrain.checkpoint.source import read_config
 
     ref = cfg.distill.teacher
     if ref is None or not Path(ref).expanduser().is_dir():

@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from uptrain.checkpoint.dtypes import TORCH_DTYPES
+from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
+from uptrain.checkpoint.provenance import now, pretraining_tokens
 from uptrain.config import UptrainConfig, dump_config
 from uptrain.errors import UptrainError
-from uptrain.models import TORCH_DTYPES, load_causal_lm, load_tokenizer
-from uptrain.provenance import now, pretraining_tokens
+from uptrain.pipeline.student import check_student, prepare_student
 from uptrain.train.budget import describe_achieved, describe_budget, plan_budget, tokens_per_step
 from uptrain.train.builders import (
     check_choices,
@@ -46,7 +48,6 @@ from uptrain.train.interrupt import StopRequest
 from uptrain.train.metrics import MetricsLog, PhaseTimer, Throughput, TrainingDisplay
 from uptrain.train.objective import objective_name, uptraining_loss
 from uptrain.train.run_dir import RunDir, check_run_dir, write_config
-from uptrain.train.student import check_student, prepare_student
 
 
 @dataclass
