@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ablation_format import checkout_relative
 from ablation_plan import Model, Plan, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
     heads = json.loads((study.reference / "config.json").read_text())["num_attention_heads"]
     plan = make_plan(heads, tiny=args.tiny)
     results = run_study(study, plan)
-    command = " ".join(["python", "scripts/ablations.py", *(argv if argv is not None else sys.argv[1:])])
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python", "scripts/ablations.py", *map(checkout_relative, given)])
     page = write_report(study, plan, results, Path(args.results), Path(args.img), command)
     print(f"wrote {page} ({time.perf_counter() - started:.0f} s)")
 
