@@ -110,7 +110,7 @@ def uptrain(study: Study, model: Model) -> Path:
     from rich.console import Console
 
     from uptrain.config import parse_config
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
     final = study.checkpoint(model)
     if (final / "uptrain.json").is_file():
@@ -123,7 +123,7 @@ def uptrain(study: Study, model: Model) -> Path:
     reset_accelerate()
     started = time.perf_counter()
     with (run / "train.log").open("a") as log:
-        train(cfg, run, resume=True, console=Console(file=log, soft_wrap=True, width=120))
+        run_training(cfg, run, resume=True, console=Console(file=log, soft_wrap=True, width=120))
     seconds = time.perf_counter() - started
     (run / "wall_seconds.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     study.log(f"uptrained {model.name} in {seconds:.0f} s")
