@@ -192,7 +192,7 @@ def build_reference(args: argparse.Namespace) -> Path:
     """Run the three stages; returns the reference model's directory (OUT/pretrain/final)."""
     from uptrain.checkpoint.provenance import read_provenance, update_provenance
     from uptrain.config import parse_config
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
     out = Path(args.out).absolute()
     manifest = build_corpus(out, Path(args.wikitext), args.seed, stdlib=not args.no_stdlib)
@@ -200,7 +200,7 @@ def build_reference(args: argparse.Namespace) -> Path:
     cfg = parse_config(pretraining_config(args, out / "corpus.jsonl", tokenizer))
     run = out / "pretrain"
     cfg.output = str(run)
-    train(cfg, run, resume=run.exists())
+    run_training(cfg, run, resume=run.exists())
     final = run / "final"
     if "reference" not in read_provenance(final):
         update_provenance(

@@ -122,11 +122,11 @@ def test_preallocation_refused_for_lack_of_space_leaves_nothing(tmp_path, monkey
 def test_train_keeps_its_previous_checkpoint_when_the_disk_fills(tmp_path, small_tmpfs, monkeypatch):
     """checkpoints/ on a tmpfs that the test fills after the first save: the second save meets a real
     ENOSPC, the first checkpoint stays whole, and the run resumes from it elsewhere."""
-    import uptrain.train.loop as loop
+    import uptrain.train.steps as steps
 
     out = tmp_path / "run"
     disk = small_tmpfs(out / "checkpoints", 64 * 1024 * 1024)
-    real = loop.save_checkpoint
+    real = steps.save_checkpoint
 
     def save_then_fill(accelerator, root, state, keep_last):
         saved = real(accelerator, root, state, keep_last)
@@ -135,7 +135,7 @@ def test_train_keeps_its_previous_checkpoint_when_the_disk_fills(tmp_path, small
         (disk / ".filler").write_bytes(b"\0" * max(0, free - size // 2))  # room for half a checkpoint
         return saved
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_fill)
+    monkeypatch.setattr(steps, "save_checkpoint", save_then_fill)
     reset_accelerate()
     result = train_in_process(out, "budget.max_steps=6", "checkpoint.every_steps=2")
     assert_one_line_error(result, "step-00000004", "no space left", "step-00000002 is intact", "--resume")
@@ -144,7 +144,7 @@ def test_train_keeps_its_previous_checkpoint_when_the_disk_fills(tmp_path, small
     assert state["step"] == 2 and not (out / "final").exists()
 
     (disk / ".filler").unlink()  # space is back: the same run resumes from the kept checkpoint
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    monkeypatch.setattr(steps, "save_checkpoint", real)
     reset_accelerate()
     resumed = train_in_process(out, "budget.max_steps=6", "checkpoint.every_steps=2", resume=True)
     assert resumed.exit_code == 0, resumed.output

@@ -10,13 +10,12 @@ and test_the_matrix_covers_every_command counts both. Random configs come from h
 
 from __future__ import annotations
 
-import importlib
 import os
 
 import pytest
 import yaml
 from bad_input import Inputs, build_inputs, copy_of, left_behind, snapshot
-from bad_input_cases import CASES, COMMANDS, EXISTING, existing_case_count
+from bad_input_cases import CASES, COMMANDS, EXISTING, existing_case_count, load_test_module
 from cli_helpers import assert_one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -227,7 +226,7 @@ EVERY_KEY = _every_key()
 def test_random_values_for_real_keys_are_checked_before_any_work(changes, tmp_path, monkeypatch):
     """Valid-looking configs with random values at real keys: `uptrain train` either refuses them in one
     line before writing anything, or gets as far as preparing the model (stopped there by the test)."""
-    import uptrain.train.loop as loop
+    import uptrain.pipeline.training as training
     from uptrain.errors import UptrainError
 
     class Reached(UptrainError):
@@ -236,7 +235,7 @@ def test_random_values_for_real_keys_are_checked_before_any_work(changes, tmp_pa
     def stop(*args, **kwargs):
         raise Reached("validation passed; the test stops here")
 
-    monkeypatch.setattr(loop, "prepare_student", stop)
+    monkeypatch.setattr(training, "prepare_student", stop)
     config = yaml.safe_load(TINY.read_text())
     for key, value in changes.items():
         node = config
@@ -261,7 +260,7 @@ def test_random_values_for_real_keys_are_checked_before_any_work(changes, tmp_pa
 def test_existing_cases_still_exist():
     for modules in EXISTING.values():
         for module_name, tests in modules.items():
-            module = importlib.import_module(module_name)
+            module = load_test_module(module_name)
             for name in tests:
                 assert callable(getattr(module, name, None)), f"{module_name}.{name} was renamed or removed"
 

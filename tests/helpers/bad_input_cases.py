@@ -5,8 +5,10 @@ EXISTING names the tests in other files that prove further rows, so that they ar
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from bad_input import (
     DELETE,
@@ -574,8 +576,22 @@ EXISTING = {
 }
 
 
+def load_test_module(module_name: str):
+    """A test module named by its file's basename, wherever it lives under tests/."""
+    import sys
+
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    (path,) = Path(__file__).resolve().parents[1].rglob(f"{module_name}.py")
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def existing_case_count(module_name: str, test_name: str) -> int:
-    module = importlib.import_module(module_name)
+    module = load_test_module(module_name)
     test = getattr(module, test_name)
     count = 1
     for mark in getattr(test, "pytestmark", []):

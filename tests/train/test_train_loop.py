@@ -12,7 +12,7 @@ import torch
 from cli_helpers import assert_one_line_error
 from train_runs import losses, reset_accelerate, train_in_process
 
-import uptrain.train.loop as loop_module
+import uptrain.train.steps as loop_module
 
 
 @pytest.fixture(autouse=True)

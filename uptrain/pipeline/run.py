@@ -224,12 +224,12 @@ class Pipeline:
         return {"perplexity": m["perplexity"]}
 
     def train(self) -> dict[str, Any]:
-        from uptrain.train.loop import train
+        from uptrain.pipeline.training import run_training
 
         resumed = latest_checkpoint(self.run.checkpoints) is not None
         self.manifests.write(self.stages["train"], status=STARTED)
         try:
-            result = train(self.cfg, self.run.root, resume=True, console=self.console)
+            result = run_training(self.cfg, self.run.root, resume=True, console=self.console)
         except UptrainError as exc:  # a rerun of `uptrain run` is what resumes it
             message = str(exc).replace("rerun with --resume", "rerun the same uptrain run, which resumes")
             raise UptrainError(message, exit_code=exc.exit_code) from None

@@ -10,7 +10,6 @@ once into OUTPUT/source, an ordinary checkpoint that conversion, evaluation and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,8 @@ from uptrain.checkpoint.source import open_source
 from uptrain.config import ModelSection
 from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
 from uptrain.errors import UptrainError
+from uptrain.train.prepared import PreparedModel
 from uptrain.train.run_dir import RunDir
-
-
-@dataclass
-class Student:
-    path: Path  # checkpoint directory to uptrain
-    record: dict[str, Any]  # its uptrain.json (the provenance chain)
-    teacher: str | None  # the model it came from, the default distillation teacher
-    from_scratch: bool = False  # a random initialisation: this training is its pre-training
 
 
 def _open(ref: str, key: str, revision: str | None = None, with_code: bool = False) -> Any:
@@ -161,14 +153,14 @@ def source_ref(model: ModelSection) -> str:
         raise UptrainError(f"model.convert.source: {exc}") from None
 
 
-def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> Student:
+def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> PreparedModel:
     """Resolve, build or convert the model to uptrain. Run it on the main process first."""
     if model.path is not None:
         source = _open(model.path, "model.path", model.revision, model.trust_remote_code)
         check_remote_code(source.config, "model.path", model.trust_remote_code)
         record = read_provenance(source.root) or {"source": source.provenance}
         origin = record.get("source", {})
-        return Student(source.root, record, origin.get("path") or origin.get("hub_id"))
+        return PreparedModel(source.root, record, origin.get("path") or origin.get("hub_id"))
 
     convert = model.convert
     if model.tiny is not None:
@@ -177,7 +169,7 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
         tokenizer = load_tokenizer(model.tokenizer, model.trust_remote_code) if model.tokenizer else None
         ref = str(build_tiny_llama(run.source, spec, tokenizer))
         if convert is None:
-            return Student(run.source, read_provenance(run.source), None, from_scratch=True)
+            return PreparedModel(run.source, read_provenance(run.source), None, from_scratch=True)
     else:
         ref = source_ref(model)
         if ref.lower().endswith(".gguf") and Path(ref).is_file():
@@ -200,4 +192,4 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
             **_conversion_arguments(convert),
         )
         record = result.record
-    return Student(run.converted, record, str(source.root))
+    return PreparedModel(run.converted, record, str(source.root))

@@ -36,17 +36,20 @@ def check_choices(cfg: UptrainConfig) -> None:
         raise UptrainError("logging.tensorboard needs the tensorboard package; pip install tensorboard")
 
 
+def cpu_only() -> bool:
+    """torchrun on a machine without GPUs: Accelerate runs multi-process CPU (gloo) only when told so."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def make_accelerator(cfg: UptrainConfig, run: RunDir) -> Any:
     """One Accelerator; `accelerate launch` configures DDP, FSDP or DeepSpeed through the environment."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
-    # torchrun on a machine without GPUs: Accelerate runs multi-process CPU (gloo) only when told so
-    cpu_only = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     precision = mixed_precision(cfg.train.mixed_precision)
     try:
         return Accelerator(
-            cpu=cpu_only,
+            cpu=cpu_only(),
             mixed_precision=precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
                 num_steps=cfg.train.grad_accum, sync_with_dataloader=False
