@@ -36,6 +36,7 @@ from bench_common import ROOT, Report, print_figures
 from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 from uptrain.evaluate.decode import decode_throughput, kv_cost
 
@@ -59,7 +60,7 @@ def converted(source, out: Path, groups: int) -> Path:
         return out
     if callable(source):
         source = source()
-    convert_checkpoint(source, out, groups, overwrite=True)
+    convert_checkpoint(source, out, ConvertSection(groups=groups), overwrite=True)
     return out
 
 

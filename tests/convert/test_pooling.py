@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from uptrain.architectures.attention import AttentionWeights
-from uptrain.convert.pooling import first_pool, group_heads, map_kv, mean_pool
+from uptrain.convert.pooling import first_pool, group_heads, group_slices, map_kv, mean_pool
 
 # 4 KV heads of 2 values: head j holds (2j+1, 2j+2)
 FOUR = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
@@ -19,12 +19,16 @@ def test_groups_are_runs_of_consecutive_heads():
     assert group_heads(x, 3).tolist() == [[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8, 9], [10, 11]]]
     assert group_heads(x, 2).tolist() == [[[0, 1], [2, 3], [4, 5]], [[6, 7], [8, 9], [10, 11]]]
     assert group_heads(x, 6).shape == (6, 1, 2)
+    assert group_slices(6, 3) == [slice(0, 2), slice(2, 4), slice(4, 6)]
+    assert group_slices(6, 1) == [slice(0, 6)]
 
 
 @pytest.mark.parametrize("groups", [0, 4, 5, 7])
 def test_groups_must_divide_the_heads(groups):
     with pytest.raises(ValueError, match=f"{groups} groups do not divide 6 heads"):
         group_heads(torch.zeros(6, 2), groups)
+    with pytest.raises(ValueError, match=f"{groups} groups do not divide 6 heads"):
+        group_slices(6, groups)
 
 
 def test_mean_pool_averages_each_group():
