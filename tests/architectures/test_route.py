@@ -80,7 +80,7 @@ def test_llama_keeps_its_layout_and_writes_g_kv_heads():
 @pytest.mark.parametrize("groups", [0, 3, 8])
 def test_llama_groups_must_divide_its_kv_heads(groups):
     with pytest.raises(
-        UptrainError, match=rf"--groups {groups} is invalid .* 4 KV heads; choose one of \[1, 2, 4\]"
+        UptrainError, match=rf"groups {groups} is invalid .* 4 KV heads; choose one of \[1, 2, 4\]"
     ):
         plan_route(LLAMA, groups)
 
@@ -143,7 +143,7 @@ def test_falcon_without_parallel_attention_cannot_take_the_grouped_layout():
     dims = read_dims(get_architecture("falcon"), serial)
     assert valid_groups(get_architecture("falcon"), serial, dims) == [1, 8]
     message = (
-        r"--groups 2 needs falcon's new_decoder_architecture layout, which needs parallel_attn=true "
+        r"groups 2 needs falcon's new_decoder_architecture layout, which needs parallel_attn=true "
         r"\(it always runs attention in parallel with the MLP\), but this model has parallel_attn=false; "
         r"choose one of \[1, 8\]"
     )
