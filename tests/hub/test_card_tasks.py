@@ -3,7 +3,7 @@
 
 import yaml
 
-from uptrain.card import model_card
+from uptrain.hub.card import model_card
 from uptrain.report import draw_plots, report_markdown
 
 RECORD = {"conversion": {"heads": 8, "kv_heads_before": 8, "kv_heads_after": 2, "method": "mean"}}
