@@ -1,6 +1,6 @@
 """Build the tiny pretrained MHA reference model that scripts/ablations.py converts and uptrains.
 
-    python scripts/build_reference_model.py --wikitext /work/shared/data/wikitext-2-valid-tokenized.txt \
+    python scripts/build_reference_model.py [--wikitext ../shared/data/wikitext-2-valid-tokenized.txt] \
         [--out runs/reference] [--tokens 2M] [--threads 1]
 
 Reproducible from its arguments (fixed seeds; the versions are recorded). Three stages, each skipped
@@ -32,13 +32,12 @@ import json
 import platform
 import random
 import re
-import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+DEFAULT_WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-valid-tokenized.txt"
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 SKIPPED_STDLIB_PARTS = {"test", "tests", "idlelib", "turtledemo", "site-packages", "lib2to3"}
@@ -102,7 +101,7 @@ def build_corpus(out: Path, wikitext: Path, seed: int, stdlib: bool = True) -> d
             for name, texts in sources.items()
         },
     }
-    from uptrain.atomic import atomic_write_text
+    from uptrain.checkpoint.atomic import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "corpus.jsonl", body)
@@ -118,7 +117,7 @@ def train_tokenizer(out: Path, corpus: Path, vocab: int) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from uptrain.atomic import atomic_directory
+    from uptrain.checkpoint.atomic import atomic_directory
 
     texts = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines()]
     tokenizer = Tokenizer(models.BPE())
@@ -191,9 +190,9 @@ def library_versions() -> dict[str, str]:
 
 def build_reference(args: argparse.Namespace) -> Path:
     """Run the three stages; returns the reference model's directory (OUT/pretrain/final)."""
+    from uptrain.checkpoint.provenance import read_provenance, update_provenance
     from uptrain.config import parse_config
-    from uptrain.provenance import read_provenance, update_provenance
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
     out = Path(args.out).absolute()
     manifest = build_corpus(out, Path(args.wikitext), args.seed, stdlib=not args.no_stdlib)
@@ -201,7 +200,7 @@ def build_reference(args: argparse.Namespace) -> Path:
     cfg = parse_config(pretraining_config(args, out / "corpus.jsonl", tokenizer))
     run = out / "pretrain"
     cfg.output = str(run)
-    train(cfg, run, resume=run.exists())
+    run_training(cfg, run, resume=run.exists())
     final = run / "final"
     if "reference" not in read_provenance(final):
         update_provenance(
@@ -219,10 +218,14 @@ def build_reference(args: argparse.Namespace) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from uptrain.train.budget import parse_tokens
+    from uptrain.units import parse_tokens
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--wikitext", required=True, help="WikiText-2 validation text (training text, not eval)")
+    p.add_argument(
+        "--wikitext",
+        default=str(DEFAULT_WIKITEXT),
+        help="WikiText-2 validation text (training text, not eval; default in ../shared/data/)",
+    )
     p.add_argument("--out", default="runs/reference", help="output directory (default: runs/reference)")
     p.add_argument("--tokens", type=parse_tokens, default=parse_tokens("2M"), help="pre-training tokens")
     p.add_argument("--layers", type=int, default=4)

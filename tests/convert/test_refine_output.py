@@ -6,15 +6,14 @@ from method_helpers import calibrate
 from safetensors.torch import load_file
 from tiny_models import build_tiny
 
+from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
-from uptrain.convert.methods import MethodOptions
-from uptrain.convert.source import open_source
 
 
 def _convert(src, out, method, cal, **options):
-    convert_checkpoint(
-        open_source(src), out, 2, method=method, calibration=cal, method_options=MethodOptions(**options)
-    )
+    settings = ConvertSection(groups=2, method=method, **options)
+    convert_checkpoint(open_source(src), out, settings, calibration=cal)
     return load_file(out / "model.safetensors")
 
 

@@ -11,7 +11,7 @@ import re
 import torch
 
 from uptrain.architectures.spec import Translation
-from uptrain.convert.checkpoint import SourceCheckpoint, TensorMeta
+from uptrain.checkpoint.shards import SourceCheckpoint, TensorMeta
 from uptrain.errors import UptrainError
 
 

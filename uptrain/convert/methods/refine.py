@@ -22,7 +22,7 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def refine_attention(
     all of them, among the start and the end, are kept (with one batch: the best seen)."""
     cal = ctx.calibration
     if cal is None or cal.modules is None or not cal.replay:
-        raise UptrainError("--method refine needs calibration text; pass --calibration-data FILE_OR_HUB_ID")
+        raise SettingError("<method> refine needs calibration text; pass <calibration_data> FILE_OR_HUB_ID")
     modules, replay = cal.modules, cal.replay
     teacher = modules.build(source)
     with torch.no_grad():
