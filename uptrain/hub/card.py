@@ -51,6 +51,7 @@ from uptrain.hub.card_inputs import (
     source_license,
     training_datasets,
 )
+from uptrain.hub.card_origin import conversion_details, gguf_origin, run_config
 from uptrain.hub.card_tasks import eval_results, task_section
 from uptrain.units import format_bytes, format_tokens
 
@@ -124,6 +125,8 @@ def _what_was_done(record: dict[str, Any], shape: dict[str, Any], src: dict[str,
         origin = f"[{src['hub_id']}](https://huggingface.co/{src['hub_id']})"
         if src.get("commit"):
             origin += f" at commit `{str(src['commit'])[:12]}`"
+    elif gguf_origin(record):
+        origin = str(gguf_origin(record))
     elif src["local"]:
         origin = f"a local checkpoint `{src['local']}`"
         if src["base"]:
@@ -143,7 +146,8 @@ def _what_was_done(record: dict[str, Any], shape: dict[str, Any], src: dict[str,
         + f"each key/value head now serves {h // g} query heads."
     )
     method = shape.get("method", "mean")
-    lines.append(f"- **Conversion:** `{method}`: {_METHODS.get(method, 'see uptrain.json')}.")
+    what = _METHODS.get(method, "see uptrain.json")
+    lines.append(f"- **Conversion:** `{method}`{conversion_details(shape)}: {what}.")
     lines.append(_training_line(record))
     return lines
 
@@ -253,6 +257,10 @@ def redact_secrets(value: Any) -> Any:
 def _reproduce(record: dict[str, Any], shape: dict[str, Any], src: dict[str, Any]) -> list[str]:
     if record.get("command"):
         return ["```bash", str(record["command"]), "```"]
+    run = run_config(record)
+    if run is not None:  # the output of `uptrain run`: one command and its config
+        config = yaml.safe_dump(redact_secrets(run), sort_keys=False).rstrip()
+        return ["```bash", "uptrain run --config run.yaml   # below", "```", "", "```yaml", config, "```"]
     source = src.get("hub_id") or src["local"] or "SRC"
     method = shape.get("method", "mean")
     cmd = f"uptrain convert {source} converted --groups {shape['kv_after']} --method {method}"

@@ -6,6 +6,7 @@ from typing import Any
 
 from uptrain.checkpoint.provenance import now
 from uptrain.config import UptrainConfig
+from uptrain.config.schema import to_plain
 from uptrain.train.checkpoints import TrainerState
 from uptrain.train.objective import objective_name
 from uptrain.train.prepared import PreparedModel
@@ -40,4 +41,5 @@ def training_record(
         "distill": {"weight": cfg.distill.weight, "temperature": cfg.distill.temperature}
         if teacher
         else None,
+        "config": to_plain(cfg),  # the whole resolved config: the card's Reproduce section
     }
