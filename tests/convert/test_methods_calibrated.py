@@ -172,7 +172,9 @@ def test_every_method_beats_mean_on_correlated_heads(tmp_path):
         "fit+refine",
         "mean+refine",
     ):
-        options = {"refine_steps": 60, "refine_lr": 3e-3}
+        # refine_output: on 128 replayed tokens, keeping fit's o_proj does not beat fit (0.443
+        # against 0.426 summed over layers on the probe); training it does (0.324)
+        options = {"refine_steps": 60, "refine_lr": 3e-3, "refine_output": True}
         out = convert(src, tmp_path / method.replace("+", "_"), 2, method, cal, options)
         results[method] = sum(attention_output_errors(src, out, probe))
     assert all(error < mean for error in results.values()), (mean, results)

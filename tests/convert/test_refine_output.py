@@ -1,5 +1,6 @@
-"""refine moves o_proj only when asked (--refine-output): by default the output projection of the
-converted model is exactly the one the closed-form `fit` folded, while K/V/Q move."""
+"""After fit, refine moves o_proj only when asked (--refine-output): by default the output
+projection is exactly the one the closed-form `fit` folded, while K/V/Q move. After mean it trains
+o_proj always."""
 
 import torch
 from method_helpers import calibrate
@@ -31,3 +32,13 @@ def test_refine_freezes_o_proj_unless_refine_output(tmp_path):
     assert not torch.equal(trained[layer + "o_proj.weight"], fit[layer + "o_proj.weight"])
     for name in ("k_proj.weight", "v_proj.weight", "q_proj.weight"):
         assert not torch.equal(frozen[layer + name], fit[layer + name]), name
+
+
+def test_refine_after_mean_trains_o_proj(tmp_path):
+    """Mean-pooling folds nothing into o_proj, so refine trains it whatever refine_output says."""
+    src = build_tiny("llama", tmp_path / "src", kv_heads=4)
+    cal = calibrate(src)
+    mean = _convert(src, tmp_path / "mean", "mean", cal)
+    refined = _convert(src, tmp_path / "refined", "mean+refine", cal, refine_steps=10, refine_lr=3e-3)
+    name = "model.layers.0.self_attn.o_proj.weight"
+    assert not torch.equal(refined[name], mean[name])

@@ -67,7 +67,7 @@ class ConvertSection:
     )
     refine_output: bool = setting(
         False,
-        "Method refine: train o_proj too (by default it keeps fit's; training it overfits the "
-        "replayed tokens, see docs/RESULTS.md).",
+        "Method refine after fit: train o_proj too (by default it keeps fit's fold, which generalized "
+        "better on SmolLM2, see docs/RESULTS.md); after other merges refine always trains it.",
         cli={"negatable": True},
     )

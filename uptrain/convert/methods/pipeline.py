@@ -42,7 +42,7 @@ class MethodOptions:
     refine_steps: int = 30
     refine_lr: float = 2e-3
     refine_tokens: int = 2048  # calibration tokens whose attention inputs refine replays
-    refine_output: bool = False  # refine: train o_proj too (overfits the replayed tokens)
+    refine_output: bool = False  # refine after fit: train o_proj too (other merges always train it)
     query_aware: bool = True  # fit: weight key errors by the energy of the queries that read them
     output_aware: bool = True  # fit: weight value errors by o_proj
     mixed_values: bool = True  # fit: measure value errors on the inputs as attention mixes them
@@ -109,6 +109,10 @@ def build_method(spec: str, options: MethodOptions | None = None) -> ConversionM
         "refine" in steps,
     )
     merge = _merge_fn(merge_name, options)
+    # fit folds its value maps into o_proj (output-aware): refine keeps that fold unless asked, as
+    # training o_proj too overfits SmolLM2's replayed tokens (docs/RESULTS.md); after mean, first,
+    # random or aligned nothing in o_proj matches the new values, so refine trains it
+    train_output = options.refine_output or merge_name != "fit"
     if len(steps) == 1 and merge_name in (MEAN.name, FIRST.name, RANDOM.name):
         return {MEAN.name: MEAN, FIRST.name: FIRST, RANDOM.name: RANDOM}[merge_name]
 
@@ -118,9 +122,7 @@ def build_method(spec: str, options: MethodOptions | None = None) -> ConversionM
         new = merge(attn, groups, ctx)
         _note_error(attn, new, ctx)
         if refine:
-            result = refine_attention(
-                attn, new, ctx, options.refine_steps, options.refine_lr, options.refine_output
-            )
+            result = refine_attention(attn, new, ctx, options.refine_steps, options.refine_lr, train_output)
             new = result.weights
             if ctx.report is not None:
                 ctx.report.update(

@@ -4,13 +4,15 @@ The layer's converted attention module (built by transformers' own class, attent
 is trained to reproduce the source layer's attention output on the calibration inputs kept for
 replay: loss = |out_new - out_source|^2 / |out_source|^2, full batch, Adam with a cosine decay.
 The new K/V and the queries they were folded into move; the output projection moves only with
-train_output. With 2,048 replayed tokens the full o_proj (hidden^2 weights) mostly fits the
-replayed tokens rather than the layer: on SmolLM2 3 -> 1, 30 steps at lr 2e-3 left a held-out
-error of 0.141 / 0.162 (layers 15 / 29) with o_proj frozen against 0.148 / 0.173 training it,
-for about 10% less time a step (docs/RESULTS.md). Only one layer's modules and inputs are in
-play at a time. With sequential calibration (the default,
-sequential.py) the student sees the partly converted model's inputs and the teacher the source's
-own, so a layer also makes up for what the layers below it lost; without it both see the source's.
+train_output (pipeline.py: always after a merge other than fit). With 2,048 replayed tokens the
+full o_proj (hidden^2 weights) partly fits the replayed tokens rather than the layer: on SmolLM2
+3 -> 1, 30 steps at lr 2e-3 after fit left a held-out error of 0.141 / 0.162 (layers 15 / 29)
+with o_proj kept against 0.148 / 0.173 training it (docs/RESULTS.md); on a tiny model with 128
+replayed tokens the opposite held, hence the option. Each step takes one replay batch in turn.
+Only one layer's modules and inputs are in play at a time. With sequential calibration
+(sequential.py) the student sees the partly converted model's inputs and the teacher the
+source's own, so a layer also makes up for what the layers below it lost; without it both see
+the source's.
 """
 
 from __future__ import annotations
