@@ -60,7 +60,7 @@ class ConvertSection:
         "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
         cli={"negatable": True},
     )
-    refine_steps: int = setting(30, "Method refine: optimizer steps per layer.")
+    refine_steps: int = setting(50, "Method refine: optimizer steps per layer.")
     refine_lr: float = setting(2e-3, "Method refine: Adam learning rate (cosine decay).")
     refine_tokens: int = setting(
         2048, "Method refine: calibration tokens replayed per layer (2,048 a step, in turn)."

@@ -39,7 +39,7 @@ STEPS = {**GROUPING, **MERGES, **REFINEMENT}
 
 @dataclass(frozen=True)
 class MethodOptions:
-    refine_steps: int = 30
+    refine_steps: int = 50
     refine_lr: float = 2e-3
     refine_tokens: int = 2048  # calibration tokens whose attention inputs refine replays
     refine_output: bool = False  # refine after fit: train o_proj too (other merges always train it)
