@@ -21,6 +21,7 @@ from uptrain.config.sections import (
     PushSection,
     ReportSection,
     TinyModelSection,
+    LoraSection,
     TrainSection,
     UptrainConfig,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "PushSection",
     "ReportSection",
     "TinyModelSection",
+    "LoraSection",
     "TrainSection",
     "UptrainConfig",
     "check_config",

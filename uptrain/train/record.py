@@ -7,6 +7,7 @@ from typing import Any
 from uptrain.checkpoint.provenance import now
 from uptrain.config import UptrainConfig
 from uptrain.train.checkpoints import TrainerState
+from uptrain.train.lora import lora_summary
 from uptrain.train.objective import objective_name
 from uptrain.train.prepared import PreparedModel
 
@@ -36,6 +37,7 @@ def training_record(
         "dataset": {"id": cfg.data.dataset, "config": cfg.data.config, "split": cfg.data.split},
         "objective": objective_name(cfg.distill if teacher else None),
         "from_scratch": student.from_scratch,
+        "lora": lora_summary(t.lora),
         "optim": {"lr": cfg.optim.lr, "scheduler": cfg.optim.scheduler},
         "distill": {"weight": cfg.distill.weight, "temperature": cfg.distill.temperature}
         if teacher
