@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +67,26 @@ def reset_accelerate() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def wait_for(predicate, process, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended (rc {process.returncode}) before the moment to interrupt it:\n{err}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("timed out waiting for the run")
+
+
+def logged_step(out) -> int:
+    metrics = out / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    steps = [
+        json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.endswith("}")
+    ]
+    return max(steps, default=0)

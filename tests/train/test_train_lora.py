@@ -15,6 +15,7 @@ from train_runs import TINY, losses, reset_accelerate, sets, train_in_process
 
 from uptrain.data import builtin_text
 
+ADAPTED = tuple(f"{m}.weight" for m in ("q_proj", "o_proj", "gate_proj", "up_proj", "down_proj"))
 RUN = ("budget.max_steps=12", "checkpoint.every_steps=4", "optim.lr=1e-2", "train.lora.rank=4")
 
 
@@ -95,7 +96,7 @@ def test_what_trains_and_what_stays_frozen(lora_run):
         delta = after[name].float() - old.float()
         if name.endswith(("k_proj.weight", "v_proj.weight")):
             assert torch.linalg.matrix_rank(delta) > 4, name  # trained in full: not low-rank
-        elif name.endswith(("q_proj.weight", "o_proj.weight", "gate_proj.weight", "up_proj.weight", "down_proj.weight")):
+        elif name.endswith(ADAPTED):
             assert 0 < torch.linalg.matrix_rank(delta) <= 4, name  # the rank-4 update
         elif "layers" in name or "embed" in name or "norm" in name:
             assert torch.equal(after[name], old), name
@@ -106,7 +107,8 @@ def test_checkpoints_hold_only_the_trained_state(lora_run):
     saved = load_file(checkpoint / "model.safetensors")
     assert saved and all(".lora_" in k or ".modules_to_save." in k for k in saved), list(saved)
     layers = 2  # configs/tiny-cpu.yaml; rank 4 adapters, hidden 64
-    kv = sum(v.numel() for k, v in load_file(lora_run / "converted" / "model.safetensors").items() if "k_proj" in k)
+    converted = load_file(lora_run / "converted" / "model.safetensors")
+    kv = sum(v.numel() for k, v in converted.items() if "k_proj" in k)
     assert sum(v.numel() for k, v in saved.items() if "k_proj" in k) == kv  # K in full
     lora = [k for k in saved if ".lora_A." in k]
     assert len(lora) == 5 * layers  # q, o, gate, up, down: every linear but K/V and the head
@@ -149,3 +151,11 @@ def test_4bit_without_bitsandbytes_or_gpu_is_refused(tmp_path):
     result = run_cli("train", "--config", TINY, "--output", out, *sets("train.lora.load_in_4bit=true"))
     assert_one_line_error(result, "train.lora.load_in_4bit", *missing)
     assert not out.exists()
+
+
+def test_a_module_both_adapted_and_trained_in_full_is_refused_before_the_run_writes(tmp_path):
+    out = tmp_path / "out"
+    both = ("train.lora.target_modules=['*.o_proj']", "train.trainable=['*.o_proj.*']")
+    result = train_in_process(out, "budget.max_steps=2", *both)
+    assert_one_line_error(result, "self_attn.o_proj is both in train.trainable and adapted by train.lora")
+    assert not (out / "config.yaml").exists() and not (out / "checkpoints").exists()

@@ -16,12 +16,12 @@ from uptrain.config.sections import (
     DistillSection,
     EvalSection,
     LoggingSection,
+    LoraSection,
     ModelSection,
     OptimSection,
     PushSection,
     ReportSection,
     TinyModelSection,
-    LoraSection,
     TrainSection,
     UptrainConfig,
 )

@@ -31,7 +31,13 @@ from uptrain.train.checkpoints import TrainerState, load_checkpoint, remove_part
 from uptrain.train.corpus import load_corpus, training_loader
 from uptrain.train.final import checkpoint_dtype, save_final
 from uptrain.train.heldout import HeldOutEvaluator
-from uptrain.train.lora import apply_lora, load_base, register_trainable_checkpoints, save_lora_final
+from uptrain.train.lora import (
+    apply_lora,
+    check_lora_plan,
+    load_base,
+    register_trainable_checkpoints,
+    save_lora_final,
+)
 from uptrain.train.metrics import MetricsLog
 from uptrain.train.preflight import TrainingStart
 from uptrain.train.prepared import PreparedModel
@@ -66,6 +72,7 @@ def train(
 
     # 1. tokenizer; only now, with model and tokenizer in hand, does the run write anything
     tokenizer = load_tokenizer(cfg.model.tokenizer or student.path, cfg.model.trust_remote_code)
+    check_lora_plan(student.path, cfg)  # train.lora against the model's module names
     if main:
         write_config(run, start.config_yaml, launcher)
         remove_partial_checkpoints(run.checkpoints)

@@ -105,32 +105,45 @@ def lora_plan(model: Any, t: TrainSection) -> tuple[list[str], list[str]]:
         )
     head = model.get_output_embeddings()
     modules = dict(model.named_modules())
+    owners = {n.rsplit(".", 1)[0] for n, _ in model.named_parameters() if _matches(n, t.trainable)}
     if lora.target_modules:
-        targets = [n for n in modules if any(fnmatch.fnmatchcase(n, p) for p in lora.target_modules)]
-    else:  # peft's all-linear: every linear layer but the output head
-        targets = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear) and m is not head]
+        targets = [n for n in modules if _matches(n, lora.target_modules)]
+    else:  # peft's all-linear: every linear layer but the output head and those train.trainable names
+        linear = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear) and m is not head]
+        targets = [n for n in linear if n not in owners]
     targets = [n for n in targets if n not in kv] + (kv if lora.kv == "lora" else [])
     if not targets:
         example = next((n for n in modules if n.endswith("proj")), list(modules)[-1])
         raise UptrainError(
             f"train.lora.target_modules {lora.target_modules} matches no module; names look like {example!r}"
         )
+    both = sorted(owners & set(targets))
+    if both:
+        raise UptrainError(
+            f"{both[0]} is both in train.trainable and adapted by train.lora; drop it from one of them"
+        )
     full = list(kv) if lora.kv == "full" else []
-    matched = False
-    for name, _ in model.named_parameters():
-        if any(fnmatch.fnmatchcase(name, p) for p in t.trainable):
-            matched = True
-            owner = name.rsplit(".", 1)[0]
-            if owner in targets:
-                raise UptrainError(
-                    f"{owner} is both in train.trainable and adapted by train.lora; drop it from one of them"
-                )
-            if owner not in full:
-                full.append(owner)
-    if t.trainable and not matched:
+    full += sorted(owners - set(full))
+    if t.trainable and not owners:
         example = next((n for n, _ in model.named_parameters() if "attn" in n), "")
         raise UptrainError(f"train.trainable {t.trainable} matches no parameter; names look like {example!r}")
     return targets, full
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def check_lora_plan(path: Path, cfg: UptrainConfig) -> None:
+    """lora_plan's errors before the run writes anything: the model built on the meta device."""
+    if cfg.train.lora is None:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=cfg.model.trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
+    lora_plan(model, cfg.train)
 
 
 def apply_lora(model: Any, t: TrainSection, gradient_checkpointing: bool) -> tuple[Any, str]:
@@ -153,11 +166,14 @@ def apply_lora(model: Any, t: TrainSection, gradient_checkpointing: bool) -> tup
     )
     model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n)
-    # (a 4-bit base counts its packed storage, two weights per element)
+    # the base model's own parameters (a 4-bit base counts its packed storage, two weights per element)
+    total = sum(
+        p.numel() for n, p in model.named_parameters() if "lora_" not in n and "modules_to_save" not in n
+    )
     bits = ", 4-bit base weights" if lora.load_in_4bit else ""
     line = (
-        f"LoRA rank {lora.rank} on {len(targets)} modules, {len(full)} trained in full (K/V: {lora.kv}{bits}); "
+        f"LoRA rank {lora.rank} on {len(targets)} modules, {len(full)} trained in full "
+        f"(K/V: {lora.kv}{bits}); "
         f"training {trainable:,} parameters beside the model's {total:,}"
     )
     return model, line
@@ -173,7 +189,8 @@ def register_trainable_checkpoints(accelerator: Any) -> None:
     Accelerate saves the model its own way, untouched by these hooks."""
 
     def save(models: list[Any], weights: list[dict[str, Any]], _: str) -> None:
-        for i, (model, state) in enumerate(zip(models, weights)):
+        # under FSDP and DeepSpeed `weights` is empty: Accelerate saved the models itself
+        for i, (model, state) in enumerate(zip(models, weights, strict=False)):
             keep = trainable_names(model)
             weights[i] = {k: v for k, v in state.items() if k in keep}
 
