@@ -127,8 +127,13 @@ def test_resume_with_another_lora_setting_is_refused(lora_run, tmp_path):
 
 @pytest.mark.parametrize("kv", ["frozen", "lora"])
 def test_kv_frozen_or_lora(tmp_path, kv):
+    """kv: frozen leaves the new K/V as converted; kv: lora changes them (here with gradient checkpointing
+    and distillation from the conversion source, which must compose with the adapters)."""
     out = tmp_path / "run"
-    result = train_in_process(out, "budget.max_steps=2", "checkpoint.every_steps=0", f"train.lora.kv={kv}")
+    extra = ("train.gradient_checkpointing=true", "distill.enabled=true") if kv == "lora" else ()
+    result = train_in_process(
+        out, "budget.max_steps=2", "checkpoint.every_steps=0", f"train.lora.kv={kv}", *extra
+    )
     assert result.exit_code == 0, result.output
     before = load_file(out / "converted" / "model.safetensors")
     after = load_file(out / "final" / "model.safetensors")
@@ -137,6 +142,9 @@ def test_kv_frozen_or_lora(tmp_path, kv):
             changed = not torch.equal(after[name], before[name])
             assert changed == (kv == "lora"), name
     assert sorted(losses(out)) == [1, 2]
+    if extra:
+        records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        assert all(r["kl"] > 0 for r in records if "loss" in r)
 
 
 def test_4bit_without_bitsandbytes_or_gpu_is_refused(tmp_path):
