@@ -127,12 +127,13 @@ def test_resume_with_another_lora_setting_is_refused(lora_run, tmp_path):
 
 @pytest.mark.parametrize("kv", ["frozen", "lora"])
 def test_kv_frozen_or_lora(tmp_path, kv):
-    """kv: frozen leaves the new K/V as converted; kv: lora changes them (here with gradient checkpointing
-    and distillation from the conversion source, which must compose with the adapters)."""
+    """kv: frozen leaves the new K/V as converted (here under bf16 mixed precision); kv: lora changes
+    them (here with gradient checkpointing and distillation from the conversion source)."""
     out = tmp_path / "run"
     extra = ("train.gradient_checkpointing=true", "distill.enabled=true") if kv == "lora" else ()
+    precision = ("train.mixed_precision=bf16",) if kv == "frozen" else ()
     result = train_in_process(
-        out, "budget.max_steps=2", "checkpoint.every_steps=0", f"train.lora.kv={kv}", *extra
+        out, "budget.max_steps=2", "checkpoint.every_steps=0", f"train.lora.kv={kv}", *extra, *precision
     )
     assert result.exit_code == 0, result.output
     before = load_file(out / "converted" / "model.safetensors")
@@ -142,6 +143,9 @@ def test_kv_frozen_or_lora(tmp_path, kv):
             changed = not torch.equal(after[name], before[name])
             assert changed == (kv == "lora"), name
     assert sorted(losses(out)) == [1, 2]
+    training = json.loads((out / "final" / "uptrain.json").read_text())["training"]
+    assert training["mixed_precision"] == ("bf16" if precision else "no")
+    assert training["lora"]["kv"] == kv
     if extra:
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         assert all(r["kl"] > 0 for r in records if "loss" in r)
