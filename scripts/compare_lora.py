@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -83,7 +84,8 @@ def summary(name: str, out: Path) -> dict:
         "name": name,
         "label": VARIANTS[name][0],
         "evals": evals,
-        "tokens_per_s": steps[-1]["tokens"] / steps[-1]["elapsed_s"],
+        # the median over logged steps: a step followed by an evaluation or a checkpoint counts that too
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps),
         "trainable": trainable,
         "optimizer_bytes": optimizer.stat().st_size,
         "checkpoint_weights_bytes": (checkpoint / "model.safetensors").stat().st_size,
@@ -102,7 +104,7 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {r['label']} | {r['trainable']:,} | {r['optimizer_bytes'] / 2**20:.1f} MiB "
             f"| {r['checkpoint_weights_bytes'] / 2**20:.1f} MiB | {r['tokens_per_s']:.0f} "
-            f"| {evals[0][1]:.1f} | {half[1]:.1f} ({half[0]:,}) | {evals[-1][1]:.1f} |"
+            f"| {evals[0][1]:,.0f} | {half[1]:,.0f} ({half[0]:,} tokens) | {evals[-1][1]:,.0f} |"
         )
     return "\n".join(lines)
 
