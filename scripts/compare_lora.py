@@ -27,14 +27,20 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name -> (label, train section overrides)
-VARIANTS: dict[str, tuple[str, dict]] = {
+# name -> (label, train section overrides[, optim section overrides])
+VARIANTS: dict[str, tuple] = {
     "full": ("full training", {"trainable": []}),
     "kvo": ("k/v/o only", {"trainable": ["*.k_proj.*", "*.v_proj.*", "*.o_proj.*"]}),
     "lora-r8-kvfull": ("LoRA r=8, new K/V in full", {"lora": {"rank": 8, "alpha": 16, "kv": "full"}}),
     "lora-r32-kvfull": ("LoRA r=32, new K/V in full", {"lora": {"rank": 32, "alpha": 64, "kv": "full"}}),
     "lora-r8-kvlora": ("LoRA r=8, new K/V by LoRA", {"lora": {"rank": 8, "alpha": 16, "kv": "lora"}}),
     "lora-r32-kvlora": ("LoRA r=32, new K/V by LoRA", {"lora": {"rank": 32, "alpha": 64, "kv": "lora"}}),
+    # LoRA's updates start at zero and usually want a higher learning rate than full training
+    "lora-r8-kvfull-lr5e-3": (
+        "LoRA r=8, new K/V in full, lr 5e-3",
+        {"lora": {"rank": 8, "alpha": 16, "kv": "full"}},
+        {"lr": 5.0e-3},
+    ),
 }
 
 
@@ -59,6 +65,7 @@ def train(name: str, args: argparse.Namespace) -> None:
         return
     config = base_config(args.converted.absolute(), args.tokens, args.eval_every, args.checkpoint_every)
     config["train"].update(VARIANTS[name][1])
+    config["optim"].update(VARIANTS[name][2] if len(VARIANTS[name]) > 2 else {})
     out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
