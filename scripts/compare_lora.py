@@ -41,6 +41,11 @@ VARIANTS: dict[str, tuple] = {
         {"lora": {"rank": 8, "alpha": 16, "kv": "full"}},
         {"lr": 5.0e-3},
     ),
+    "lora-r32-kvfull-lr5e-3": (
+        "LoRA r=32, new K/V in full, lr 5e-3",
+        {"lora": {"rank": 32, "alpha": 64, "kv": "full"}},
+        {"lr": 5.0e-3},
+    ),
 }
 
 

@@ -116,7 +116,8 @@ class LoraSection:
     kv: Literal["full", "lora", "frozen"] = setting(
         "full",
         "How the new K/V projections (the converted ones, named by the architecture table) are trained: "
-        "full (every weight, peft modules_to_save), lora (adapters) or frozen.",
+        "full (every weight, peft modules_to_save; the default, far better than lora in docs/RESULTS.md), "
+        "lora (adapters) or frozen.",
     )
     load_in_4bit: bool = setting(
         False,
