@@ -119,6 +119,15 @@ def test_body_says_what_was_done_and_what_it_gained():
     assert 'from_pretrained("me/gqa-4")' in body
 
 
+def test_a_lora_run_says_so():
+    record = copy.deepcopy(UPTRAINED)
+    record["training"]["lora"] = {"rank": 16, "alpha": 32.0, "kv": "full"}
+    _, body = split_card(model_card(record, config=CONFIG))
+    assert "LoRA adapters of rank 16 (new K/V: full), merged into these plain weights" in body
+    _, plain = split_card(model_card(UPTRAINED, config=CONFIG))
+    assert "LoRA" not in plain
+
+
 def test_reproduce_section_holds_the_commands_and_config():
     _, body = split_card(model_card(UPTRAINED, repo_id="me/gqa-4", config=CONFIG))
     assert "uptrain convert example-org/mha-1b converted --groups 4 --method mean --dtype bf16" in body

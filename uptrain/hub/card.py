@@ -179,6 +179,12 @@ def _training_line(record: dict[str, Any]) -> str:
         text += f"; objective: {training['objective']}"
     if isinstance(training.get("final_loss"), (int, float)):
         text += f"; final training loss {training['final_loss']:.4g}"
+    lora = training.get("lora")
+    if isinstance(lora, dict):
+        text += (
+            f"; through LoRA adapters of rank {lora.get('rank')} (new K/V: {lora.get('kv')}), "
+            "merged into these plain weights"
+        )
     return text + "."
 
 
