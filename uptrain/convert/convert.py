@@ -33,6 +33,7 @@ from uptrain.architectures import (
     output_config,
     plan_route,
 )
+from uptrain.architectures.rope_order import to_target_rope
 from uptrain.atomic import atomic_directory, check_output_free
 from uptrain.convert.calibration import CalibrationSpec, collect_calibration
 from uptrain.convert.checkpoint import SourceCheckpoint
@@ -143,6 +144,7 @@ def _convert_heads(
     if converted is None:
         reader = get_layout(route.source_variant.layout)
         attn = reader.to_heads(route.source, route.dims, layer, source_tensors).to(torch.float32)
+        attn = to_target_rope(route, plan.view.source.config, attn)
         converted = _run_method(method, attn, route.groups, ctx)
     writer = get_layout(route.target_variant.layout)
     return writer.from_heads(route.target, route.dims, layer, converted)
