@@ -40,6 +40,7 @@ from uptrain.convert.checkpoint import SourceCheckpoint
 from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions, get_method, parse_method
 from uptrain.convert.pooling import map_kv
 from uptrain.convert.tensor_rules import RuledSource, TensorRules
+from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
 from uptrain.convert.writer import PlannedTensor, ShardWriter
 from uptrain.errors import UptrainError
 from uptrain.kv_cache import kv_cache_bytes_per_token
@@ -315,6 +316,16 @@ def convert_checkpoint(
     count = sum(len(s) for s in plan.outputs)
     calibration_record: dict[str, Any] = {}
     reports: dict[int, dict[str, float]] = {}
+    if (
+        conversion.needs_calibration
+        and calibration is None
+        and calibrates_after_translation(plan.route, source.config)
+    ):
+        return convert_translated_first(
+            convert_checkpoint, source, out, groups, plan.route, extra_record, method=method, dtype=dtype,
+            seed=seed, overwrite=overwrite, progress=progress, calibration_spec=calibration_spec,
+            method_options=method_options, calibration_progress=calibration_progress,
+        )  # fmt: skip
     if conversion.needs_calibration and (plan.route.changes_variant or len(plan.arch.variants) != 1):
         raise UptrainError(
             f"--method {method} runs the source model layer by layer and supports {plan.arch.model_type} "

@@ -1,0 +1,70 @@
+"""Calibrated methods on a model_type that translates (gpt_neox, gptj, codegen -> phi): translate
+exactly first, at G = H with `mean` (which at G = H changes nothing), into a temporary checkpoint
+beside OUT, then run the calibrated conversion on that. The calibration pass, the layer replay and
+every method then see the target's own class and layout; the translated model computes the
+source's function, so the statistics are the source's. The temporary copy is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from uptrain.architectures import Route, plan_route
+from uptrain.convert.checkpoint import SourceCheckpoint, find_weight_shards
+from uptrain.provenance import read_provenance, write_provenance
+
+
+def calibrates_after_translation(route: Route, config: Mapping[str, Any]) -> bool:
+    """Whether this route translates into a model_type that keeps one layout at H and at G, so a
+    calibrated method can run on the translation (gpt2 -> gpt_bigcode changes layout at G = 1)."""
+    if not route.translating or len(route.target.variants) != 1:
+        return False
+    return plan_route(config, route.dims.heads).target_variant is route.target_variant
+
+
+def convert_translated_first(
+    convert: Callable[..., Any],
+    source: SourceCheckpoint,
+    out: Path,
+    groups: int,
+    route: Route,
+    extra_record: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """`convert` (convert_checkpoint) twice: source -> its exact translation at G = H, then that
+    -> OUT with the caller's method and settings. The result and uptrain.json name the real source."""
+    out = Path(os.path.abspath(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.uptrain-tmp-{os.getpid()}-{secrets.token_hex(4)}"  # atomic.py's form
+    started = time.perf_counter()
+    try:
+        convert(
+            source, tmp / "translated", groups=route.dims.heads, method="mean", seed=kwargs.get("seed", 0)
+        )
+        root = tmp / "translated"  # OUT's record names the real source
+        config = json.loads((root / "config.json").read_text())
+        translated = SourceCheckpoint(config, find_weight_shards(root), root, dict(source.provenance))
+        step = {
+            "model_type": route.source.model_type,
+            "to": route.target.model_type,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        result = convert(
+            translated, out, groups, extra_record={"translated_first": step, **(extra_record or {})}, **kwargs
+        )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    record = read_provenance(out)
+    record.pop("uptrain_version", None)
+    record.setdefault("source", {})["model_type"] = route.source.model_type
+    record.setdefault("conversion", {})["layout_before"] = route.source_variant.name
+    write_provenance(out, record)
+    return dataclasses.replace(result, model_type=route.source.model_type, record=record)
