@@ -66,6 +66,7 @@ class RopeRule:
     fraction: tuple[str, ...] = ()
     dims: str | None = None
     base: float = 10000.0  # the theta when no key holds one (GPT-J's and CodeGen's is fixed)
+    default_fraction: float = 1.0  # the fraction when no key holds one
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def rotary_dims(rule: RopeRule, config: Mapping[str, Any], defaults: Mapping[str
             )
         return dims
     fraction = _first(config, defaults, rule.fraction)
-    return int(head_dim * (1.0 if fraction is None else float(fraction)))
+    return int(head_dim * float(rule.default_fraction if fraction is None else fraction))
 
 
 def rope_parameters(
