@@ -39,6 +39,7 @@ from typing import Any
 import yaml
 
 from uptrain import __version__
+from uptrain.architectures import serving_note
 from uptrain.atomic import atomic_write_text
 from uptrain.card_inputs import (
     base_model_id,
@@ -285,6 +286,11 @@ def _reproduce(record: dict[str, Any], shape: dict[str, Any], src: dict[str, Any
     return lines + ["```"]
 
 
+def _serving(config: dict | None, g: int, h: int) -> str:
+    note = serving_note((config or {}).get("model_type")) if g < h else None
+    return note or "vLLM and other servers load it as they load the source"
+
+
 def model_card(
     record: dict[str, Any],
     *,
@@ -337,7 +343,7 @@ def model_card(
         "```",
         "",
         f"A stock transformers architecture with `num_key_value_heads = {g}` for {h} query heads: "
-        "no `trust_remote_code`; vLLM and other servers load it as they load the source.",
+        f"no `trust_remote_code`; {_serving(config, g, h)}.",
         "",
         "## Reproduce",
         "",

@@ -86,6 +86,7 @@ class Architecture:
     rope: str = "half"  # which key dims RoPE rotates together: half (j, j+d/2), interleaved (2j, 2j+1), none
     qk_norm: str = "none"  # a norm on q and k after the projection: none, shared, per_head, full
     qk_norm_flag: str | None = None  # config key that switches qk_norm on (None: always on)
+    serving: str | None = None  # what serves a checkpoint with fewer KV than query heads, where not all do
 
     def prefix(self, layer: int) -> str:
         return self.attention.format(layer=layer)
