@@ -326,10 +326,11 @@ def convert_checkpoint(
             seed=seed, overwrite=overwrite, progress=progress, calibration_spec=calibration_spec,
             method_options=method_options, calibration_progress=calibration_progress,
         )  # fmt: skip
-    if conversion.needs_calibration and (plan.route.changes_variant or len(plan.arch.variants) != 1):
+    if conversion.needs_calibration and plan.route.translating:  # calibration given, of the source's class
         raise UptrainError(
-            f"--method {method} runs the source model layer by layer and supports {plan.arch.model_type} "
-            "only where the output keeps its layout; use --method mean (or first, random)"
+            f"--method {method} with calibration collected from {plan.arch.model_type}'s own class cannot "
+            f"rebuild its attention as {plan.route.target.model_type}; let uptrain calibrate (no "
+            "calibration argument) or use --method mean (or first, random)"
         )
     if conversion.needs_calibration and calibration is None:
         spec = calibration_spec or CalibrationSpec()

@@ -23,11 +23,9 @@ from uptrain.provenance import read_provenance, write_provenance
 
 
 def calibrates_after_translation(route: Route, config: Mapping[str, Any]) -> bool:
-    """Whether this route translates into a model_type that keeps one layout at H and at G, so a
-    calibrated method can run on the translation (gpt2 -> gpt_bigcode changes layout at G = 1)."""
-    if not route.translating or len(route.target.variants) != 1:
-        return False
-    return plan_route(config, route.dims.heads).target_variant is route.target_variant
+    """Whether this route translates, and can at G = H (every translation in the table can), so a
+    calibrated method runs on the translation (gpt2 -> gpt_bigcode: MHA, then MQA from it)."""
+    return route.translating and bool(plan_route(config, route.dims.heads).translating)
 
 
 def convert_translated_first(
