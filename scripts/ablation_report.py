@@ -458,7 +458,7 @@ def write_report(study: Any, plan: Plan, results: dict, page: Path, img_dir: Pat
         text = head + section + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
-    from uptrain.atomic import atomic_write_text
+    from uptrain.checkpoint.atomic import atomic_write_text
 
     page.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(page, text)

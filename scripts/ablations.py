@@ -67,8 +67,8 @@ def reference_record(reference: Path) -> dict[str, Any]:
 
 
 def convert(study: Study, model: Model) -> Path:
+    from uptrain.checkpoint.source import open_source
     from uptrain.convert.convert import convert_checkpoint
-    from uptrain.convert.source import open_source
 
     out = study.checkpoint(model)
     if (out / "uptrain.json").is_file():
@@ -110,7 +110,7 @@ def uptrain(study: Study, model: Model) -> Path:
     from rich.console import Console
 
     from uptrain.config import parse_config
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
     final = study.checkpoint(model)
     if (final / "uptrain.json").is_file():
@@ -123,7 +123,7 @@ def uptrain(study: Study, model: Model) -> Path:
     reset_accelerate()
     started = time.perf_counter()
     with (run / "train.log").open("a") as log:
-        train(cfg, run, resume=True, console=Console(file=log, soft_wrap=True, width=120))
+        run_training(cfg, run, resume=True, console=Console(file=log, soft_wrap=True, width=120))
     seconds = time.perf_counter() - started
     (run / "wall_seconds.json").write_text(json.dumps({"seconds": seconds}) + "\n")
     study.log(f"uptrained {model.name} in {seconds:.0f} s")
@@ -139,7 +139,7 @@ def reset_accelerate() -> None:
 
 
 def evaluate(study: Study, model: Model, tokenizer: Any) -> dict[str, Any]:
-    from uptrain.atomic import atomic_write_text
+    from uptrain.checkpoint.atomic import atomic_write_text
     from uptrain.evaluate import EvalSettings, evaluate_checkpoints, resolve_checkpoint
 
     path = study.evaluation_file(model)
@@ -206,8 +206,8 @@ def eval_prefix(tokenizer: Any, text: str, tokens: int) -> str:
 
 
 def open_study(args: argparse.Namespace) -> Study:
+    from uptrain.checkpoint.loading import load_tokenizer
     from uptrain.errors import UptrainError
-    from uptrain.models import load_tokenizer
 
     root = Path(args.reference).absolute()
     reference = root / "pretrain" / "final"
@@ -235,7 +235,7 @@ def run_study(study: Study, plan: Plan) -> dict[str, dict[str, Any]]:
     """Evaluate every checkpoint of the plan (building what is missing); name -> evaluation."""
     import torch
 
-    from uptrain.models import load_tokenizer
+    from uptrain.checkpoint.loading import load_tokenizer
 
     torch.set_num_threads(study.threads)
     tokenizer = load_tokenizer(study.tokenizer_dir)

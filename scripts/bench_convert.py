@@ -87,9 +87,9 @@ COMMANDS = {  # what each run is, in words, for the report
     "copy": "cp -r SRC OUT && sync OUT/*",
     "naive": "from_pretrained(SRC), mean-pool k_proj/v_proj in place, save_pretrained(OUT), fsync",
     "convert_no_fsync": "python -m uptrain convert ..., with os.fsync a no-op",
-    "import": "python -c 'import uptrain.cli, uptrain.convert.convert, uptrain.convert.source'",
+    "import": "python -c 'import uptrain.cli, uptrain.convert.convert, uptrain.checkpoint.source'",
 }
-IMPORTS = "import uptrain.cli, uptrain.convert.convert, uptrain.convert.source"
+IMPORTS = "import uptrain.cli, uptrain.convert.convert, uptrain.checkpoint.source"
 
 
 def child_env(threads: int | None) -> dict[str, str]:

@@ -36,11 +36,11 @@ from bench_common import ROOT, Report, print_figures
 
 sys.path.insert(0, str(ROOT))
 
+from uptrain.checkpoint.loading import load_causal_lm  # noqa: E402
+from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
+from uptrain.checkpoint.source import open_source  # noqa: E402
 from uptrain.convert.convert import convert_checkpoint  # noqa: E402
-from uptrain.convert.source import open_source  # noqa: E402
 from uptrain.evaluate.decode import decode_throughput, kv_cost  # noqa: E402
-from uptrain.models import load_causal_lm  # noqa: E402
-from uptrain.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_STANDIN = TinyLlamaSpec(layers=4, hidden=256, heads=8, intermediate=688, max_positions=8192)

@@ -31,10 +31,11 @@ from bench_common import ROOT, Report, print_figures
 
 sys.path.insert(0, str(ROOT))
 
+from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer  # noqa: E402
+from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
+from uptrain.data import builtin_text  # noqa: E402
 from uptrain.evaluate import perplexity_of_ids, sliding_windows, tokenize_text  # noqa: E402
 from uptrain.evaluate.scoring import window_batches  # noqa: E402
-from uptrain.models import load_causal_lm, load_tokenizer  # noqa: E402
-from uptrain.offline import TinyLlamaSpec, build_tiny_llama, builtin_text  # noqa: E402
 
 DEFAULT_TEXT = "/work/shared/data/wikitext-2-raw-test.txt"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 def build_model_and_blocks(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     """The converted model and the packed training blocks (saved with datasets), built once."""
+    from uptrain.checkpoint.loading import load_tokenizer
+    from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+    from uptrain.checkpoint.source import open_source
     from uptrain.convert.convert import convert_checkpoint
-    from uptrain.convert.source import open_source
-    from uptrain.data import TextSource, load_text_dataset
-    from uptrain.models import load_tokenizer
-    from uptrain.offline import TinyLlamaSpec, build_tiny_llama, builtin_text
+    from uptrain.data import TextSource, builtin_text, load_text_dataset
     from uptrain.train.packing import tokenize_and_pack
 
     spec = TinyLlamaSpec(

@@ -102,7 +102,7 @@ def build_corpus(out: Path, wikitext: Path, seed: int, stdlib: bool = True) -> d
             for name, texts in sources.items()
         },
     }
-    from uptrain.atomic import atomic_write_text
+    from uptrain.checkpoint.atomic import atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "corpus.jsonl", body)
@@ -118,7 +118,7 @@ def train_tokenizer(out: Path, corpus: Path, vocab: int) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from uptrain.atomic import atomic_directory
+    from uptrain.checkpoint.atomic import atomic_directory
 
     texts = [json.loads(line)["text"] for line in corpus.read_text(encoding="utf-8").splitlines()]
     tokenizer = Tokenizer(models.BPE())
@@ -191,9 +191,9 @@ def library_versions() -> dict[str, str]:
 
 def build_reference(args: argparse.Namespace) -> Path:
     """Run the three stages; returns the reference model's directory (OUT/pretrain/final)."""
+    from uptrain.checkpoint.provenance import read_provenance, update_provenance
     from uptrain.config import parse_config
-    from uptrain.provenance import read_provenance, update_provenance
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
     out = Path(args.out).absolute()
     manifest = build_corpus(out, Path(args.wikitext), args.seed, stdlib=not args.no_stdlib)
@@ -201,7 +201,7 @@ def build_reference(args: argparse.Namespace) -> Path:
     cfg = parse_config(pretraining_config(args, out / "corpus.jsonl", tokenizer))
     run = out / "pretrain"
     cfg.output = str(run)
-    train(cfg, run, resume=run.exists())
+    run_training(cfg, run, resume=run.exists())
     final = run / "final"
     if "reference" not in read_provenance(final):
         update_provenance(
@@ -219,7 +219,7 @@ def build_reference(args: argparse.Namespace) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from uptrain.train.budget import parse_tokens
+    from uptrain.units import parse_tokens
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--wikitext", required=True, help="WikiText-2 validation text (training text, not eval)")

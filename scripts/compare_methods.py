@@ -226,7 +226,7 @@ def markdown(rows: dict[str, dict], setup_name: str) -> str:
 
 
 def make_setup(args: argparse.Namespace) -> dict[str, Any]:
-    from uptrain.models import load_tokenizer
+    from uptrain.checkpoint.loading import load_tokenizer
 
     work = Path(args.work).absolute() / args.setup
     common = {

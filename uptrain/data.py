@@ -110,3 +110,19 @@ def join_documents(documents: Iterable[str]) -> str:
     if not text.strip():
         raise UptrainError("the text is empty; point --dataset at a file or split with text in it")
     return text
+
+
+BUILTIN_TEXTS = ("python-docs",)
+
+
+def builtin_text(name: str) -> str:
+    """The text of a built-in corpus (see BUILTIN_TEXTS)."""
+    if name != "python-docs":
+        raise UptrainError(f"there is no built-in text {name!r}; use one of {', '.join(BUILTIN_TEXTS)}")
+    try:
+        from pydoc_data.topics import topics
+    except ImportError:
+        raise UptrainError(
+            "this Python has no pydoc_data (the documentation topics); point data.dataset at a text file"
+        ) from None
+    return "\n\n".join(topics[key].strip() for key in sorted(topics))

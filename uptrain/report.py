@@ -1,7 +1,7 @@
 """The report of `uptrain run`: report.json, report.md and the plots, from the three evaluations,
 the uptrained checkpoint's uptrain.json and metrics.jsonl.
 
-report.json keeps the flat keys that model cards read (uptrain.card: dataset, dataset_config, split,
+report.json keeps the flat keys that model cards read (uptrain.hub.card: dataset, dataset_config, split,
 tokens, window, stride, and per model role, perplexity, kv_bytes_per_token, path), plus the
 conversion and training records, the ratios the recipe is judged by, and the plots' file names.
 """
@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from uptrain.atomic import atomic_write_text
-from uptrain.card import format_bytes
+from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.errors import UptrainError
 from uptrain.plots import kv_cache_bars, perplexity_bars, training_curves
+from uptrain.units import format_bytes
 
 ROLES = ("source", "converted", "uptrained")
 PLOT_FILES = {"training": "training.png", "perplexity": "perplexity.png", "kv_cache": "kv_cache.png"}

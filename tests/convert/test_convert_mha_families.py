@@ -12,8 +12,8 @@ from method_helpers import save_char_tokenizer
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from uptrain.checkpoint.source import open_source
 from uptrain.convert.convert import convert_checkpoint
-from uptrain.convert.source import open_source
 
 H, HIDDEN, HD = 8, 64, 8
 IDS = torch.randint(3, 96, (2, 12), generator=torch.Generator().manual_seed(3))

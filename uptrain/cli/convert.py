@@ -11,16 +11,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from uptrain.cli import app
+from uptrain.units import format_bytes
 
 console = Console()
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 @app.command()
@@ -69,10 +62,10 @@ def convert(
     """Convert SRC to G key/value heads per layer and write it to OUT.
 
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32)."""
+    from uptrain.checkpoint.source import open_source
     from uptrain.convert.calibration import calibration_spec
     from uptrain.convert.convert import convert_checkpoint
     from uptrain.convert.methods import MethodOptions, get_method
-    from uptrain.convert.source import open_source
 
     options = MethodOptions(refine_steps=refine_steps, refine_lr=refine_lr, refine_tokens=refine_tokens)
     get_method(method, options)  # a bad --method fails before anything is loaded
@@ -127,17 +120,18 @@ def convert(
             + " (mean over layers)"
         )
     console.print(
-        f"  wrote {result.tensors} tensors, {_bytes(result.bytes_written)} in {result.seconds:.1f} s to {out}"
+        f"  wrote {result.tensors} tensors, {format_bytes(result.bytes_written)} "
+        f"in {result.seconds:.1f} s to {out}"
     )
     ratio = result.kv_bytes_per_token_before / result.kv_bytes_per_token_after
     console.print(
-        f"  KV cache per token: {_bytes(result.kv_bytes_per_token_before)} -> "
-        f"{_bytes(result.kv_bytes_per_token_after)} ({ratio:.1f}x smaller)"
+        f"  KV cache per token: {format_bytes(result.kv_bytes_per_token_before)} -> "
+        f"{format_bytes(result.kv_bytes_per_token_after)} ({ratio:.1f}x smaller)"
     )
     if verify:
         import torch
 
-        from uptrain.verify import verify_conversion
+        from uptrain.convert.verify import verify_conversion
 
         elem = torch.empty((), dtype=getattr(torch, result.dtype)).element_size()
         v = verify_conversion(
@@ -165,8 +159,8 @@ def inspect_checkpoint(
     ),
 ) -> None:
     """Show a checkpoint's attention shape, size, KV-cache cost and the valid --groups values."""
-    from uptrain.convert.source import open_source
-    from uptrain.summary import summarize
+    from uptrain.checkpoint.source import open_source
+    from uptrain.convert.summary import summarize
 
     s = summarize(open_source(src, revision=revision, allow_pickle=allow_pickle))
     d = s.dims
@@ -192,7 +186,7 @@ def inspect_checkpoint(
     table.add_column("")
     for key, value in facts.items():
         if key.startswith("kv_bytes"):
-            value = f"{value:,} B ({_bytes(value)})"
+            value = f"{value:,} B ({format_bytes(value)})"
         elif key == "parameters":
             value = f"{value:,}"
         elif key == "valid_groups":

@@ -65,12 +65,12 @@ def eval_command(
     import datasets
     from transformers.utils import logging as hf_logging
 
-    from uptrain.atomic import atomic_write_text
+    from uptrain.checkpoint.atomic import atomic_write_text
+    from uptrain.checkpoint.dtypes import resolve_dtype
     from uptrain.data import DEFAULT_CONFIG, DEFAULT_DATASET, TextSource, load_documents
     from uptrain.evaluate import EvalSettings, evaluate_checkpoints, report_table, resolve_checkpoint
     from uptrain.evaluate.report import check_device
     from uptrain.evaluate.table import caption, title, to_markdown
-    from uptrain.models import resolve_dtype
 
     console = Console()
     if not console.is_terminal:  # piped or captured: no reason to fold the table at 80 columns
@@ -89,7 +89,7 @@ def eval_command(
     documents = load_documents(source)
     shared_tokenizer = None
     if tokenizer is not None:
-        from uptrain.models import load_tokenizer
+        from uptrain.checkpoint.loading import load_tokenizer
 
         shared_tokenizer = load_tokenizer(tokenizer, trust_remote_code)
     settings = EvalSettings(

@@ -31,8 +31,8 @@ def push(
 
     Uploads the safetensors weights, config, generation config, tokenizer, card and uptrain.json;
     nothing else. The token comes from HF_TOKEN or `hf auth login`."""
-    from uptrain.card import format_bytes
-    from uptrain.hub import push_checkpoint
+    from uptrain.hub.push import push_checkpoint
+    from uptrain.units import format_bytes
 
     if report is None and directory.name == "final" and (directory.parent / "report.json").is_file():
         report = directory.parent / "report.json"  # the layout of `uptrain run`

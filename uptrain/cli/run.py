@@ -13,9 +13,9 @@ DEMO_CONFIG = "recipes/demo.yaml"  # inside the uptrain package; configs/demo.ya
 
 
 def _run(cfg, output: Path | None) -> None:
-    from uptrain.card import format_bytes
     from uptrain.errors import UptrainError
     from uptrain.pipeline import run_pipeline
+    from uptrain.units import format_bytes
 
     out = output or (Path(cfg.output) if cfg.output else None)
     if out is None:
@@ -81,8 +81,8 @@ def demo_command(
     from importlib.resources import files
 
     from uptrain.config import dump_config, parse_config
+    from uptrain.config.schema import read_yaml_mapping
     from uptrain.errors import UptrainError
-    from uptrain.schema import read_yaml_mapping
 
     if hub_dataset_config and not hub_dataset:
         raise UptrainError(

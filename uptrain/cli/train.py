@@ -44,6 +44,6 @@ def train_command(
         raise UptrainError("no output directory; pass --output DIR or set output: in the config")
     cfg.output = str(out)
 
-    from uptrain.train.loop import train
+    from uptrain.pipeline.training import run_training
 
-    train(cfg, out, resume=resume)
+    run_training(cfg, out, resume=resume)

@@ -33,40 +33,23 @@ from uptrain.architectures import (
     output_config,
     plan_route,
 )
+from uptrain.architectures.kv_cache import kv_cache_bytes_per_token
 from uptrain.architectures.rope_order import to_target_rope
-from uptrain.atomic import atomic_directory, check_output_free
+from uptrain.checkpoint.atomic import atomic_directory, check_output_free
+from uptrain.checkpoint.provenance import now, write_provenance
+from uptrain.checkpoint.shards import SourceCheckpoint
+from uptrain.checkpoint.side_files import copy_side_files, side_files
+from uptrain.checkpoint.writer import PlannedTensor, ShardWriter
 from uptrain.convert.calibration import CalibrationSpec, collect_calibration
-from uptrain.convert.checkpoint import SourceCheckpoint
 from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions, get_method, parse_method
 from uptrain.convert.pooling import map_kv
 from uptrain.convert.tensor_rules import RuledSource, TensorRules
 from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
-from uptrain.convert.writer import PlannedTensor, ShardWriter
 from uptrain.errors import UptrainError
-from uptrain.kv_cache import kv_cache_bytes_per_token
-from uptrain.provenance import now, write_provenance
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 MAX_SEED = 2**32 - 1  # what every RNG involved (torch, numpy, random) accepts
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
-
-# Never copied from SRC to OUT: weights and their indexes (rewritten), the source's model card
-# (it describes another model), provenance (rewritten) and Python code (the output is a model that
-# transformers loads natively; see converted_config).
-_NOT_COPIED_SUFFIXES = (
-    ".py",
-    ".pyc",
-    ".safetensors",
-    ".bin",
-    ".pt",
-    ".pth",
-    ".gguf",
-    ".h5",
-    ".msgpack",
-    ".ckpt",
-    ".index.json",
-)
-_NOT_COPIED_NAMES = {"config.json", "uptrain.json", "README.md", ".gitattributes"}
 
 
 def _shapes_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> AttentionWeights:
@@ -210,46 +193,6 @@ def converted_config(config: dict, route: Route, dtype: str | None) -> dict:
     new.pop("quantization_config", None)
     new.pop("auto_map", None)
     return new
-
-
-def _check_link(entry: Path, root: Path) -> None:
-    """A side file that is a link must point into SRC (or, for a Hub snapshot, into its cache's blobs):
-    a link elsewhere would copy an unrelated file -- a key, a credential -- into OUT, and push uploads it."""
-    if not entry.is_symlink():
-        return
-    target, home = entry.resolve(), root.resolve()
-    allowed = [home]
-    if root.parent.name == "snapshots":  # huggingface_hub's cache: snapshots/<commit>/x -> ../../blobs/<sha>
-        allowed.append(root.parent.parent.resolve() / "blobs")
-    if not any(target == a or a in target.parents for a in allowed):
-        raise UptrainError(
-            f"{entry} is a link to {target}, outside the source directory; copy the file itself into SRC"
-        )
-
-
-def side_files(root: Path | None) -> list[Path]:
-    """The tokenizer, generation config and other top-level non-weight files of SRC that go to OUT:
-    plain names from SRC's own listing, and links only to files inside SRC."""
-    if root is None:
-        return []
-    found = []
-    for entry in sorted(root.iterdir()):
-        if not entry.is_file() or entry.name.startswith(".") or entry.name in _NOT_COPIED_NAMES:
-            continue
-        if entry.name.endswith(_NOT_COPIED_SUFFIXES):
-            continue
-        _check_link(entry, root)
-        found.append(entry)
-    return found
-
-
-def copy_side_files(root: Path | None, dest: Path) -> list[str]:
-    """Copy side_files(root) into dest."""
-    copied = []
-    for entry in side_files(root):
-        shutil.copy2(entry, dest / entry.name)
-        copied.append(entry.name)
-    return copied
 
 
 def _check_not_nested(source: SourceCheckpoint, out: Path) -> None:

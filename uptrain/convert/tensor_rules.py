@@ -12,7 +12,7 @@ import re
 import torch
 
 from uptrain.architectures.translation import Translation
-from uptrain.convert.checkpoint import SourceCheckpoint, TensorMeta
+from uptrain.checkpoint.shards import SourceCheckpoint, TensorMeta
 from uptrain.errors import UptrainError
 
 

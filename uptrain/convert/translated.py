@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from uptrain.architectures import Route, plan_route
-from uptrain.convert.checkpoint import SourceCheckpoint, find_weight_shards
-from uptrain.provenance import read_provenance, write_provenance
+from uptrain.checkpoint.provenance import read_provenance, write_provenance
+from uptrain.checkpoint.shards import SourceCheckpoint, find_weight_shards
 
 
 def calibrates_after_translation(route: Route, config: Mapping[str, Any]) -> bool:

@@ -10,11 +10,12 @@ from typing import Any
 
 import torch
 
-from uptrain.convert.checkpoint import find_weight_shards
-from uptrain.convert.source import download_snapshot, is_hub_id, read_config
+from uptrain.checkpoint.loading import check_remote_code, load_causal_lm, load_error, load_tokenizer
+from uptrain.checkpoint.shards import find_weight_shards
+from uptrain.checkpoint.snapshot import download_snapshot, is_hub_id
+from uptrain.checkpoint.source import read_config
 from uptrain.errors import UptrainError
 from uptrain.evaluate.token_perplexity import tokenize_text
-from uptrain.models import check_remote_code, load_causal_lm, load_error, load_tokenizer
 
 
 @dataclass(frozen=True)

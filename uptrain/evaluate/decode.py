@@ -1,7 +1,7 @@
 """The payoff of fewer KV heads: KV-cache bytes, and decode speed with the cache.
 
-`kv_cost` measures what a model's cache really holds per token (uptrain.kv_cache) at the dtype the
-model runs in, and scales it to batch x context (sliding-window layers would hold less at long
+`kv_cost` measures what a model's cache really holds per token (uptrain.architectures.kv_cache) at
+the dtype the model runs in, and scales it to batch x context (sliding-window layers would hold less at long
 contexts; the figure is per token times tokens). `decode_throughput` prefills `batch` random
 prompts of `context` tokens, then times `new_tokens` greedy steps of one token each through the
 transformers cache (DynamicCache), as generation does. The same seeded prompt is used for every
@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from uptrain.architectures.kv_cache import kv_cache_tensors, measure_kv_cache_elements_per_token
 from uptrain.errors import UptrainError
 from uptrain.evaluate.scoring import accepts_logits_to_keep, max_positions, model_device
-from uptrain.kv_cache import kv_cache_tensors, measure_kv_cache_elements_per_token
 
 PREFILLS = ("model", "random")
 

@@ -88,7 +88,7 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able; the flat keys (dataset, dataset_config, split, tokens, window, stride, and per
         model perplexity, word_perplexity, bits_per_byte, kv_bytes_per_token, path) are what model
-        cards read (uptrain.card)."""
+        cards read (uptrain.hub.card)."""
         return {
             **self.dataset,
             "tokens": self.tokens,

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
 from uptrain.config import DataSection, UptrainConfig
 from uptrain.data import TextSource, join_documents, load_documents
 from uptrain.evaluate import EvalReport, EvalSettings, evaluate_model, tokenize_text
 from uptrain.evaluate.report import resolve_window
-from uptrain.models import load_causal_lm, load_tokenizer
 from uptrain.train.corpus import load_corpus, text_source
 from uptrain.train.run_dir import RunDir
 
@@ -41,7 +41,7 @@ class EvalTokens:
 
 def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     """What the evaluation stages read from the config (their manifests hash it)."""
-    from uptrain.schema import to_plain
+    from uptrain.config.schema import to_plain
 
     report = {k: v for k, v in to_plain(cfg.report).items() if k != "plots"}
     inputs: dict[str, Any] = {"report": report, "tokenizer": cfg.model.tokenizer}

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uptrain.atomic import atomic_write_text
-from uptrain.provenance import now
+from uptrain.checkpoint.atomic import atomic_write_text
+from uptrain.checkpoint.provenance import now
 from uptrain.train.run_dir import flatten
 
 STARTED, FINISHED = "started", "finished"

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from uptrain.atomic import atomic_write_text
+from uptrain.checkpoint.atomic import atomic_write_text
+from uptrain.checkpoint.provenance import read_provenance
 from uptrain.config import UptrainConfig, dump_config
+from uptrain.config.schema import to_plain
 from uptrain.errors import UptrainError
 from uptrain.pipeline.evaluation import (
     evaluate_checkpoint,
@@ -43,9 +45,7 @@ from uptrain.pipeline.manifest import (
     checkpoint_identity,
     file_identity,
 )
-from uptrain.provenance import read_provenance
 from uptrain.report import PLOT_FILES
-from uptrain.schema import to_plain
 from uptrain.train.checkpoints import latest_checkpoint
 from uptrain.train.run_dir import RESUMABLE_CHANGES, RunDir, changed_keys
 
@@ -67,14 +67,14 @@ def check_run_config(cfg: UptrainConfig) -> None:
             "uptrain run converts first: set model.convert (groups, and source or model.tiny); "
             "to uptrain an already converted checkpoint, use uptrain train"
         )
-    from uptrain.train.student import check_convert_method
+    from uptrain.pipeline.student import check_convert_method
 
     check_convert_method(cfg.model.convert)
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:
     """What the source is, cheaply: the tiny model's spec, a file's or directory's identity, or a Hub id."""
-    from uptrain.train.student import source_ref
+    from uptrain.pipeline.student import source_ref
 
     if cfg.model.tiny is not None:
         return {"tiny": to_plain(cfg.model.tiny)}
@@ -156,7 +156,7 @@ def check_push_possible(cfg: UptrainConfig) -> None:
     """Before hours of work: a push.repo that cannot be pushed to is an error now, not at the end."""
     from huggingface_hub import constants, get_token
 
-    from uptrain.hub import check_repo_id
+    from uptrain.hub.push import check_repo_id
 
     check_repo_id(cfg.push.repo)
     if constants.is_offline_mode():
@@ -199,7 +199,7 @@ class Pipeline:
     # the stages
 
     def convert(self) -> dict[str, Any]:
-        from uptrain.train.student import prepare_student
+        from uptrain.pipeline.student import prepare_student
 
         student = prepare_student(self.cfg.model, self.run, self.say)
         return {"source_path": student.teacher, "converted_path": str(student.path)}
@@ -224,12 +224,12 @@ class Pipeline:
         return {"perplexity": m["perplexity"]}
 
     def train(self) -> dict[str, Any]:
-        from uptrain.train.loop import train
+        from uptrain.pipeline.training import run_training
 
         resumed = latest_checkpoint(self.run.checkpoints) is not None
         self.manifests.write(self.stages["train"], status=STARTED)
         try:
-            result = train(self.cfg, self.run.root, resume=True, console=self.console)
+            result = run_training(self.cfg, self.run.root, resume=True, console=self.console)
         except UptrainError as exc:  # a rerun of `uptrain run` is what resumes it
             message = str(exc).replace("rerun with --resume", "rerun the same uptrain run, which resumes")
             raise UptrainError(message, exit_code=exc.exit_code) from None
@@ -252,7 +252,7 @@ class Pipeline:
         return {}
 
     def push(self) -> dict[str, Any]:
-        from uptrain.hub import push_checkpoint
+        from uptrain.hub.push import push_checkpoint
 
         p = self.cfg.push
         report = json.loads((self.run.root / "report.json").read_text())

@@ -9,9 +9,10 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.dtypes import TORCH_DTYPES
+from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.config import UptrainConfig
 from uptrain.errors import UptrainError
-from uptrain.models import TORCH_DTYPES, load_causal_lm
 from uptrain.train.run_dir import RunDir
 
 
@@ -35,17 +36,20 @@ def check_choices(cfg: UptrainConfig) -> None:
         raise UptrainError("logging.tensorboard needs the tensorboard package; pip install tensorboard")
 
 
+def cpu_only() -> bool:
+    """torchrun on a machine without GPUs: Accelerate runs multi-process CPU (gloo) only when told so."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
 def make_accelerator(cfg: UptrainConfig, run: RunDir) -> Any:
     """One Accelerator; `accelerate launch` configures DDP, FSDP or DeepSpeed through the environment."""
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
-    # torchrun on a machine without GPUs: Accelerate runs multi-process CPU (gloo) only when told so
-    cpu_only = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     precision = mixed_precision(cfg.train.mixed_precision)
     try:
         return Accelerator(
-            cpu=cpu_only,
+            cpu=cpu_only(),
             mixed_precision=precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
                 num_steps=cfg.train.grad_accum, sync_with_dataloader=False
@@ -102,8 +106,8 @@ def check_teacher(cfg: UptrainConfig) -> None:
     """A local distill.teacher, checked before any work: safetensors weights, no unasked custom code."""
     from pathlib import Path
 
-    from uptrain.convert.source import read_config
-    from uptrain.models import check_not_pickled, check_remote_code
+    from uptrain.checkpoint.loading import check_not_pickled, check_remote_code
+    from uptrain.checkpoint.source import read_config
 
     ref = cfg.distill.teacher
     if ref is None or not Path(ref).expanduser().is_dir():

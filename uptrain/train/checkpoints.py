@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from uptrain.atomic import atomic_write_text, disk_error
+from uptrain.checkpoint.atomic import atomic_write_text, disk_error
 from uptrain.errors import UptrainError
 
 STATE_FILE = "trainer_state.json"

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from uptrain.atomic import atomic_write_text
+from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.config import BUILTIN_PREFIX, DataSection, EvalSection
-from uptrain.data import TextSource, load_text_dataset
+from uptrain.data import TextSource, builtin_text, load_text_dataset
 from uptrain.errors import UptrainError
-from uptrain.offline import builtin_text
 from uptrain.train.packing import tokenize_and_pack
 
 # load_text_dataset names the flags of `uptrain eval`; a config names its keys.

@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from uptrain.atomic import atomic_directory
-from uptrain.provenance import update_provenance, write_provenance
+from uptrain.checkpoint.atomic import atomic_directory
+from uptrain.checkpoint.provenance import update_provenance, write_provenance
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from uptrain.atomic import atomic_write_text
+from uptrain.checkpoint.atomic import atomic_write_text
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

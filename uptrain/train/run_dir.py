@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from uptrain.atomic import atomic_write_text
+from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.errors import UptrainError
 from uptrain.train.checkpoints import latest_checkpoint
 

@@ -1,0 +1,81 @@
+"""The calibration pass: its statistics against the test's own computation from transformers'
+hidden states and attention probabilities."""
+
+import pytest
+import torch
+from method_helpers import save_char_tokenizer
+from tiny_models import build_tiny
+from transformers import AutoModelForCausalLM
+
+import uptrain.convert.calibration as calibration
+import uptrain.convert.calibration.stats as calibration_stats
+from uptrain.architectures import get_architecture, read_dims
+from uptrain.checkpoint.source import open_source
+from uptrain.data import TextSource
+from uptrain.errors import UptrainError
+
+
+def augmented_moment(x: torch.Tensor) -> torch.Tensor:
+    x = torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], 1)
+    return x.T @ x / x.shape[0]
+
+
+@pytest.mark.parametrize("model_type", ["phi", "llama"])
+def test_statistics_match_hidden_states(tmp_path, monkeypatch, model_type):
+    """phi: LayerNorm input norm, partial rotary (half the head), biases."""
+    monkeypatch.setattr(calibration_stats, "MIXED_STRIDE", 1)
+    monkeypatch.setattr(calibration_stats, "BATCH_TOKENS", 32)  # two sequences per forward
+    src = build_tiny(model_type, tmp_path / "src", kv_heads=4)
+    source = open_source(src)
+    arch = get_architecture(model_type)
+    dims = read_dims(arch, source.config)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
+    ids = torch.randint(3, 96, (4, 16), generator=torch.Generator().manual_seed(0))
+    stats = calibration.collect_statistics(model, arch, dims, source.config, ids, keep_sequences=2)
+
+    with torch.no_grad():
+        out = model(ids, output_hidden_states=True, output_attentions=True)
+    for i, layer in enumerate(model.model.layers):
+        with torch.no_grad():
+            x = layer.input_layernorm(out.hidden_states[i])  # (4, 16, hidden)
+        s = stats[i]
+        assert s.tokens == 64
+        torch.testing.assert_close(
+            s.second_moment, augmented_moment(x.reshape(-1, x.shape[-1])), rtol=1e-5, atol=1e-5
+        )
+        mixed = out.attentions[i] @ x.unsqueeze(1)  # (4, heads, 16, hidden): each query's mix
+        torch.testing.assert_close(
+            s.mixed_moment, augmented_moment(mixed.reshape(-1, x.shape[-1])), rtol=1e-5, atol=1e-5
+        )
+        assert s.rotary_dim == (4 if model_type == "phi" else 8)
+        assert len(s.replay) == 1 and torch.equal(s.replay[0].hidden_states, x[:2])
+        assert s.rope == "half" and not s.keys_normalized
+
+
+def test_calibration_text_is_cut_into_sequences(tmp_path):
+    src = build_tiny("llama", tmp_path / "src", kv_heads=4)
+    save_char_tokenizer(src)
+    text = tmp_path / "t.txt"
+    text.write_text("abcdefghij" * 30)
+    spec = calibration.CalibrationSpec(TextSource(str(text)), tokens=100, seq_len=30, keep_tokens=40)
+    stats = calibration.collect_calibration(open_source(src), spec)
+    assert stats[0].tokens == 90  # three whole sequences of 30
+    assert sum(b.hidden_states.shape[0] for b in stats[0].replay) == 2  # 40 tokens: two sequences
+    assert stats[1].modules is not None and stats[1].modules.fixed == {}
+
+
+def test_token_ids_are_the_first_tokens_without_special_tokens(tmp_path):
+    save_char_tokenizer(tmp_path)
+    from transformers import AutoTokenizer
+
+    text = tmp_path / "t.txt"
+    text.write_text("hello world")
+    ids = calibration.calibration_token_ids(AutoTokenizer.from_pretrained(tmp_path), TextSource(str(text)), 5)
+    assert ids.tolist() == [ord(c) - 31 for c in "hello"]
+
+
+def test_bad_calibration_options():
+    with pytest.raises(UptrainError, match="--calibration-tokens"):
+        calibration.calibration_spec(tokens=0)
+    spec = calibration.calibration_spec()
+    assert spec.data.dataset == "Salesforce/wikitext" and spec.data.split == "train"

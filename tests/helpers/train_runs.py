@@ -1,0 +1,67 @@
+"""Running configs/tiny-cpu.yaml small, in-process or in a subprocess, for the training tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from cli_helpers import run_cli, subprocess_env
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "tiny-cpu.yaml"
+
+# A few seconds per run: 64-token blocks, 4 x 2 blocks per step, a log line every step.
+SMALL = [
+    "data.seq_len=64",
+    "train.per_device_batch=4",
+    "train.grad_accum=2",
+    "eval.blocks=8",
+    "eval.every_steps=0",
+    "logging.every_steps=1",
+]
+
+
+def sets(*assignments: str) -> list[str]:
+    return [arg for a in assignments for arg in ("--set", a)]
+
+
+def train_in_process(out: Path, *assignments: str, resume: bool = False):
+    """`uptrain train` through the CLI in this process (call reset_accelerate() between runs)."""
+    args = ["train", "--config", TINY, "--output", out, *sets(*SMALL, *assignments)]
+    return run_cli(*args, *(["--resume"] if resume else []))
+
+
+def train_command(out: Path, *assignments: str, resume: bool = False) -> list[str]:
+    args = ["-m", "uptrain", "train", "--config", str(TINY), "--output", str(out)]
+    return [sys.executable, *args, *sets(*SMALL, *assignments), *(["--resume"] if resume else [])]
+
+
+def quiet_env(**extra: str) -> dict:
+    """One thread per process: on a shared 2-core machine, more threads only contend."""
+    return subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **extra)
+
+
+def train_subprocess(out: Path, *assignments: str, resume: bool = False, timeout: float = 300):
+    return subprocess.run(
+        train_command(out, *assignments, resume=resume),
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def losses(out: Path) -> dict[int, float]:
+    """step -> training loss, from metrics.jsonl."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return {r["step"]: r["loss"] for r in records if "loss" in r}
+
+
+def reset_accelerate() -> None:
+    """Accelerate keeps process-wide singletons; in-process runs each start from a clean slate."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

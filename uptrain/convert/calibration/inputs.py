@@ -1,0 +1,97 @@
+"""What to calibrate on: the spec (text, token count, sequence length), its token ids, the source model."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from uptrain.checkpoint.loading import load_causal_lm
+from uptrain.checkpoint.shards import MemoryShard, PickleShard, SourceCheckpoint
+from uptrain.data import TextSource, join_documents, load_documents
+from uptrain.errors import UptrainError
+
+DEFAULT_CALIBRATION = TextSource(split="train")  # WikiText-2 raw, train split
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    data: TextSource = DEFAULT_CALIBRATION
+    tokens: int = 4096  # tokens whose statistics are accumulated
+    seq_len: int = 512  # calibration text is cut into sequences of this many tokens
+    keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
+    sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "data": self.data.describe(),
+            "tokens": self.tokens,
+            "seq_len": self.seq_len,
+            "sequential": self.sequential,
+        }
+
+
+def calibration_spec(
+    data: str | None = None,
+    config: str | None = None,
+    split: str = "train",
+    text_column: str = "text",
+    tokens: int = 4096,
+    seq_len: int = 512,
+    sequential: bool = False,
+) -> CalibrationSpec:
+    """A CalibrationSpec from the command line's --calibration-* options (data None: the default)."""
+    if tokens < 1 or seq_len < 2:
+        raise UptrainError("--calibration-tokens must be at least 1 and --calibration-seq-len at least 2")
+    if data is None:
+        source = TextSource(
+            DEFAULT_CALIBRATION.dataset, config or DEFAULT_CALIBRATION.config, split, text_column
+        )
+    else:
+        source = TextSource(data, config, split, text_column)
+    return CalibrationSpec(source, tokens, seq_len, sequential=sequential)
+
+
+_FLAGS = {"--dataset-config": "--calibration-config", "--split": "--calibration-split"}
+_FLAGS |= {"--text-column": "--calibration-text-column", "--dataset": "--calibration-data"}
+
+
+def _load_documents(data: TextSource) -> list[str]:
+    """load_documents, with its errors naming the --calibration-* flags instead of eval's."""
+    try:
+        return load_documents(data)
+    except UptrainError as exc:
+        pattern = "|".join(re.escape(flag) + r"(?![\w-])" for flag in _FLAGS)
+        raise UptrainError(re.sub(pattern, lambda m: _FLAGS[m.group(0)], str(exc))) from None
+
+
+def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torch.Tensor:
+    """The first `tokens` tokens of the documents joined (no special tokens added)."""
+    documents = _load_documents(data)
+    taken, chars = [], 0
+    for doc in documents:  # tokenize only about as much text as needed (~4 characters a token)
+        taken.append(doc)
+        chars += len(doc)
+        if chars > 8 * tokens:
+            break
+    ids = tokenizer(join_documents(taken), add_special_tokens=False).input_ids
+    return torch.tensor(ids[:tokens], dtype=torch.long)
+
+
+def load_source_model(source: SourceCheckpoint) -> Any:
+    """The source as a float32 transformers model. Weights already in memory (GGUF) or read by
+    uptrain's own loader (pickled .bin, which the user allowed; read with weights_only) are passed
+    in as a state dict, so transformers never unpickles anything itself."""
+    if any(isinstance(s, (MemoryShard, PickleShard)) for s in source.shards):
+        from transformers import AutoConfig
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+        config = AutoConfig.from_pretrained(str(source.root))
+        state = {name: source.load(name).to(torch.float32) for name in source.names()}
+        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
+    else:
+        model = load_causal_lm(source.model_path, dtype=torch.float32)
+    return model.eval()

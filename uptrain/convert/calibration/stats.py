@@ -1,0 +1,79 @@
+"""What calibration keeps per layer: running second moments, replayable batches, the result type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from uptrain.convert.calibration.modules import AttentionModules
+
+BATCH_TOKENS = 2048  # tokens per forward pass
+MIXED_STRIDE = 4  # every 4th query position's attention mix of the inputs is accumulated
+NOT_REPLAYED = ("past_key_values", "past_key_value")  # module arguments a replay leaves out
+
+
+@dataclass
+class ReplayBatch:
+    """One batch of a layer's attention inputs, as the module was called."""
+
+    hidden_states: torch.Tensor  # (batch, seq, hidden) float32
+    kwargs: dict[str, Any]  # position_embeddings, attention_mask, ...
+    teacher_hidden: torch.Tensor | None = None  # the source's input, where it differs (sequential)
+
+
+@dataclass
+class LayerCalibration:
+    second_moment: torch.Tensor  # (in + 1, in + 1) float64: E[x~ x~^T], x~ = [x; 1]
+    mixed_moment: torch.Tensor | None  # the same for xbar = sum_t a_t x_t, each query's mix (eager only)
+    tokens: int
+    rope: str  # the table's RoPE pairing: half, interleaved or none
+    rotary_dim: int  # head dims RoPE rotates (partial rotary: fewer than head_dim)
+    keys_normalized: bool  # a norm follows k_proj (the table's qk_norm, on in this config)
+    replay: list[ReplayBatch] = field(default_factory=list)
+    modules: AttentionModules | None = None
+    cross_moment: torch.Tensor | None = None  # sequential: E[x~_src x~^T], source input against these
+    converted: Any = None  # sequential: the layer's converted AttentionWeights, made during calibration
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
+
+
+class Moments:
+    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64."""
+
+    def __init__(self, hidden: int) -> None:
+        self.xx = torch.zeros(hidden, hidden, dtype=torch.float64)
+        self.x = torch.zeros(hidden, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, xx: torch.Tensor, x: torch.Tensor, count: int) -> None:
+        self.xx += xx.double()
+        self.x += x.double()
+        self.count += count
+
+    def matrix(self) -> torch.Tensor | None:
+        if not self.count:
+            return None
+        n = self.xx.shape[0]
+        s = torch.empty(n + 1, n + 1, dtype=torch.float64)
+        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx, self.x, self.x, self.count
+        return s / self.count
+
+
+def add_mixed(moments: Moments, probs: torch.Tensor, hidden: torch.Tensor) -> None:
+    """Accumulate xbar = sum_t a_t x_t for every head and every MIXED_STRIDE-th query position.
+    probs: (B, H, T, T) attention probabilities, hidden: (B, T, in)."""
+    rows = probs[:, :, ::MIXED_STRIDE].to(torch.float32)  # (B, H, T/stride, T)
+    for b in range(hidden.shape[0]):  # sum_i,m xbar xbar^T = X^T (sum_i,m a^T a) X
+        a = rows[b].reshape(-1, rows.shape[-1])
+        x = hidden[b]
+        moments.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
+
+
+def calibration_batches(sequences: torch.Tensor, keep_sequences: int) -> list[tuple[torch.Tensor, bool]]:
+    """About BATCH_TOKENS tokens per batch; the first `keep_sequences` sequences (those replayed)
+    in batches of their own. Each batch comes with whether it is kept."""
+    per_batch = max(1, BATCH_TOKENS // sequences.shape[1])
+    kept, rest = sequences[:keep_sequences], sequences[keep_sequences:]
+    batches = [(b, True) for b in kept.split(per_batch)] + [(b, False) for b in rest.split(per_batch)]
+    return [(b, keep) for b, keep in batches if len(b)]

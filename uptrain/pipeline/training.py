@@ -1,0 +1,53 @@
+"""`uptrain train` as a whole: check everything that needs no model, prepare the model to train
+(convert it, build it, or take model.path as it is; student.py), then run the training loop on it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from uptrain.config import UptrainConfig
+from uptrain.pipeline.student import check_student, prepare_student
+from uptrain.train.builders import cpu_only
+from uptrain.train.loop import TrainingResult, train
+from uptrain.train.preflight import check_training
+from uptrain.train.run_dir import RunDir
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to n (None: unchanged) inside the block."""
+    previous = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_training(
+    cfg: UptrainConfig, output: Path, resume: bool = False, console: Console | None = None
+) -> TrainingResult:
+    """Uptrain as `cfg` says, writing everything under `output`; with `resume`, continue a run there."""
+    from accelerate import PartialState
+    from accelerate.utils import set_seed
+
+    console = console or Console(soft_wrap=True)  # log lines stay whole, for grep
+    run = RunDir(Path(output).absolute())
+    with torch_threads(cfg.train.cpu_threads):
+        state = PartialState(cpu=cpu_only())
+        say = console.print if state.is_main_process else (lambda _: None)
+        start = check_training(cfg, run, resume, state.num_processes)
+        if start.finished:
+            say(f"{run.final} exists: this run has finished; nothing to do")
+            return TrainingResult(None, 0, 0, None, None)
+        check_student(cfg.model)
+        set_seed(cfg.train.seed)
+        with state.main_process_first():  # converted or built once, then loaded everywhere
+            student = prepare_student(cfg.model, run, say)
+        return train(cfg, run, student, start, console)
