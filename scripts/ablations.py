@@ -68,13 +68,19 @@ def reference_record(reference: Path) -> dict[str, Any]:
 
 def convert(study: Study, model: Model) -> Path:
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
 
     out = study.checkpoint(model)
     if (out / "uptrain.json").is_file():
         return out
     started = time.perf_counter()
-    convert_checkpoint(open_source(study.reference), out, model.groups, method=model.method, overwrite=True)
+    convert_checkpoint(
+        open_source(study.reference),
+        out,
+        ConvertSection(groups=model.groups, method=model.method),
+        overwrite=True,
+    )
     study.log(f"converted {model.name} in {time.perf_counter() - started:.1f} s")
     return out
 

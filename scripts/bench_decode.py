@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from uptrain.checkpoint.loading import load_causal_lm  # noqa: E402
 from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
 from uptrain.checkpoint.source import open_source  # noqa: E402
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint  # noqa: E402
 from uptrain.evaluate.decode import decode_throughput, kv_cost  # noqa: E402
 
@@ -62,7 +63,7 @@ def converted(source, out: Path, groups: int) -> Path:
         return out
     if callable(source):
         source = source()
-    convert_checkpoint(source, out, groups, overwrite=True)
+    convert_checkpoint(source, out, ConvertSection(groups=groups), overwrite=True)
     return out
 
 

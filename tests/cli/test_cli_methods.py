@@ -148,13 +148,14 @@ def test_calibration_from_the_untranslated_class_is_refused(tmp_path, method):
     from fused_models import build_source
 
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
     from uptrain.errors import UptrainError
 
     src = build_source("gpt2", tmp_path / "gpt2")
     out = tmp_path / "out"
-    with pytest.raises(
-        UptrainError, match=re.escape(f"--method {method} with calibration collected from gpt2")
-    ):
-        convert_checkpoint(open_source(src), out, 1, method=method, calibration={0: None, 1: None})
+    with pytest.raises(UptrainError, match=re.escape(f"{method} with calibration collected from gpt2")):
+        convert_checkpoint(
+            open_source(src), out, ConvertSection(groups=1, method=method), calibration={0: None, 1: None}
+        )
     assert not out.exists()

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 K = "model.layers.1.self_attn.k_proj.weight"
@@ -27,7 +28,7 @@ def test_sharded_source_keeps_sharding_and_index(tiny_llama, tmp_path):
     assert len(shards) >= 3
     (tiny_llama / "tokenizer_config.json").write_text('{"model_max_length": 128}')
     out = tmp_path / "out"
-    result = convert_checkpoint(open_source(tiny_llama), out, groups=2)
+    result = convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=2))
 
     index = json.loads((out / "model.safetensors.index.json").read_text())
     files = sorted(set(index["weight_map"].values()))
@@ -49,7 +50,7 @@ def test_sharded_source_keeps_sharding_and_index(tiny_llama, tmp_path):
 
 def test_provenance_records_source_and_conversion(tiny_llama, tmp_path):
     out = tmp_path / "out"
-    convert_checkpoint(open_source(tiny_llama), out, groups=1, method="first", seed=3)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=1, method="first", seed=3))
     record = json.loads((out / "uptrain.json").read_text())
     import hashlib
 
@@ -71,7 +72,7 @@ def test_provenance_records_source_and_conversion(tiny_llama, tmp_path):
 
 def test_first_keeps_the_first_head_of_each_group(tiny_llama, tmp_path):
     src = state_of(tiny_llama)
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=2, method="first")
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=2, method="first"))
     out = state_of(tmp_path / "o")
     heads = src[K].reshape(8, 8, -1)
     assert torch.equal(out[K], torch.cat([heads[0], heads[4]]))
@@ -79,7 +80,9 @@ def test_first_keeps_the_first_head_of_each_group(tiny_llama, tmp_path):
 
 def test_random_is_seeded_and_scaled_by_initializer_range(tiny_llama, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        convert_checkpoint(open_source(tiny_llama), tmp_path / name, groups=1, method="random", seed=seed)
+        convert_checkpoint(
+            open_source(tiny_llama), tmp_path / name, ConvertSection(groups=1, method="random", seed=seed)
+        )
     a, b, c = (state_of(tmp_path / n) for n in "abc")
     assert torch.equal(a[K], b[K]) and not torch.equal(a[K], c[K])
     assert a[K].shape == (8, 64)
@@ -92,7 +95,7 @@ def test_random_is_seeded_and_scaled_by_initializer_range(tiny_llama, tmp_path):
 @pytest.mark.parametrize("dtype,torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_dtype_conversion(tiny_llama, tmp_path, dtype, torch_dtype):
     src = state_of(tiny_llama)
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=8, dtype=dtype)
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=8, dtype=dtype))
     out = state_of(tmp_path / "o")
     assert all(t.dtype == torch_dtype for t in out.values())
     assert torch.equal(out[V], src[V].to(torch_dtype))
@@ -112,7 +115,7 @@ def test_bf16_pooling_accumulates_in_fp32(tmp_path):
     from safetensors.torch import save_file
 
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
-    convert_checkpoint(open_source(src), tmp_path / "o", groups=1)
+    convert_checkpoint(open_source(src), tmp_path / "o", ConvertSection(groups=1))
     pooled = state_of(tmp_path / "o")[K]
     assert torch.isfinite(pooled).all()
     assert torch.equal(pooled, torch.full((8, 64), 60000.0, dtype=torch.float16))
@@ -122,16 +125,16 @@ def test_gqa_source_reduced_further(tmp_path):
     from tiny_models import build_tiny
 
     src = build_tiny("mistral", tmp_path / "src", kv_heads=4)
-    result = convert_checkpoint(open_source(src), tmp_path / "o", groups=2)
+    result = convert_checkpoint(open_source(src), tmp_path / "o", ConvertSection(groups=2))
     assert (result.dims.kv_heads, result.groups) == (4, 2)
     assert result.kv_bytes_per_token_before == 2 * result.kv_bytes_per_token_after == 2 * 2 * 2 * 2 * 8 * 4
 
 
 def test_overwrite_replaces_existing_output(tiny_llama, tmp_path):
     out = tmp_path / "o"
-    convert_checkpoint(open_source(tiny_llama), out, groups=8)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=8))
     (out / "stale.txt").write_text("old")
-    convert_checkpoint(open_source(tiny_llama), out, groups=1, overwrite=True)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=1), overwrite=True)
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 1
     assert {p.name for p in tmp_path.iterdir()} == {"src", "o"}
@@ -139,14 +142,14 @@ def test_overwrite_replaces_existing_output(tiny_llama, tmp_path):
 
 def test_source_card_license_is_recorded(tiny_llama, tmp_path):
     (tiny_llama / "README.md").write_text("---\nlicense: apache-2.0\ntags: [x]\n---\n# a model\n")
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=4)
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=4))
     record = json.loads((tmp_path / "o" / "uptrain.json").read_text())
     assert record["source"]["license"] == "apache-2.0"
     assert not (tmp_path / "o" / "README.md").exists()  # the source's card describes another model
 
 
 def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_path, monkeypatch):
-    import uptrain.convert.convert as convert_module
+    import uptrain.convert.stream as convert_module
 
     seen = []
     real_write = convert_module.ShardWriter.write
@@ -159,7 +162,7 @@ def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_pat
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(convert_module.ShardWriter, "write", write)
-        convert_checkpoint(open_source(tiny_llama), tmp_path / "out", groups=2)
+        convert_checkpoint(open_source(tiny_llama), tmp_path / "out", ConvertSection(groups=2))
         assert set(seen) == {1}  # mean pooling streams on one thread
         assert torch.get_num_threads() == 2
 
@@ -168,7 +171,7 @@ def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_pat
 
         monkeypatch.setattr(convert_module.ShardWriter, "write", broken)
         with pytest.raises(RuntimeError, match="disk gone"):
-            convert_checkpoint(open_source(tiny_llama), tmp_path / "again", groups=2)
+            convert_checkpoint(open_source(tiny_llama), tmp_path / "again", ConvertSection(groups=2))
         assert torch.get_num_threads() == 2
         assert not (tmp_path / "again").exists()
     finally:

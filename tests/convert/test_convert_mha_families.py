@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 H, HIDDEN, HD = 8, 64, 8
@@ -79,7 +80,7 @@ def test_groups_h_gives_the_source_logits(tmp_path, model_type, extra):
     ref, source_model = logits(src)
     assert type(source_model).__name__.lower().startswith(model_type.replace("_", ""))
     out = tmp_path / "out"
-    result = convert_checkpoint(open_source(src), out, groups=H)
+    result = convert_checkpoint(open_source(src), out, ConvertSection(groups=H))
     assert (result.model_type, result.target_model_type) == (model_type, "phi")
     got, model = logits(out)
     assert type(model).__name__ == "PhiForCausalLM"
@@ -94,8 +95,8 @@ def test_groups_h_gives_the_source_logits(tmp_path, model_type, extra):
 def test_fewer_groups_is_the_per_head_mean_of_the_translation(tmp_path, model_type):
     src = build(model_type, tmp_path / "src")
     translated, pooled = tmp_path / "translated", tmp_path / "pooled"
-    convert_checkpoint(open_source(src), translated, groups=H)
-    result = convert_checkpoint(open_source(src), pooled, groups=2)
+    convert_checkpoint(open_source(src), translated, ConvertSection(groups=H))
+    result = convert_checkpoint(open_source(src), pooled, ConvertSection(groups=2))
     full, state = load_file(translated / "model.safetensors"), load_file(pooled / "model.safetensors")
     assert set(full) == set(state)
     for name, t in full.items():

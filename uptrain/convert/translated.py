@@ -13,40 +13,42 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from uptrain.architectures import Route, plan_route
+from uptrain.architectures import Route
 from uptrain.checkpoint.provenance import read_provenance, write_provenance
 from uptrain.checkpoint.shards import SourceCheckpoint, find_weight_shards
+from uptrain.config.conversion import ConvertSection
 
 
-def calibrates_after_translation(route: Route, config: Mapping[str, Any]) -> bool:
-    """Whether this route translates, and can at G = H (every translation in the table can), so a
-    calibrated method runs on the translation (gpt2 -> gpt_bigcode: MHA, then MQA from it)."""
-    return route.translating and bool(plan_route(config, route.dims.heads).translating)
+def calibrates_after_translation(route: Route) -> bool:
+    """Whether the route translates (every translation in the table can at G = H), so a calibrated
+    method runs on the translation (gpt2 -> gpt_bigcode: MHA, then MQA from it)."""
+    return route.translating
 
 
 def convert_translated_first(
     convert: Callable[..., Any],
     source: SourceCheckpoint,
     out: Path,
-    groups: int,
+    settings: ConvertSection,
     route: Route,
+    overwrite: bool = False,
+    progress: Any = None,
+    calibration_progress: Any = None,
     extra_record: dict[str, Any] | None = None,
-    **kwargs: Any,
 ) -> Any:
-    """`convert` (convert_checkpoint) twice: source -> its exact translation at G = H, then that
-    -> OUT with the caller's method and settings. The result and uptrain.json name the real source."""
+    """`convert` (convert_checkpoint) twice: source -> its exact translation at G = H with `mean`,
+    then that -> OUT with the caller's settings. The result and uptrain.json name the real source."""
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.uptrain-tmp-{os.getpid()}-{secrets.token_hex(4)}"  # atomic.py's form
     started = time.perf_counter()
     try:
-        convert(
-            source, tmp / "translated", groups=route.dims.heads, method="mean", seed=kwargs.get("seed", 0)
-        )
+        exact = dataclasses.replace(settings, groups=route.dims.heads, method="mean", dtype=None)
+        convert(source, tmp / "translated", exact)
         root = tmp / "translated"  # OUT's record names the real source
         config = json.loads((root / "config.json").read_text())
         translated = SourceCheckpoint(config, find_weight_shards(root), root, dict(source.provenance))
@@ -55,9 +57,8 @@ def convert_translated_first(
             "to": route.target.model_type,
             "seconds": round(time.perf_counter() - started, 2),
         }
-        result = convert(
-            translated, out, groups, extra_record={"translated_first": step, **(extra_record or {})}, **kwargs
-        )
+        extra = {"translated_first": step, **(extra_record or {})}
+        result = convert(translated, out, settings, overwrite, None, progress, calibration_progress, extra)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record = read_provenance(out)
