@@ -33,7 +33,10 @@ def check_choices(cfg: UptrainConfig) -> None:
     if cfg.optim.scheduler not in names:
         raise UptrainError(f"optim.scheduler {cfg.optim.scheduler!r} is not one of {', '.join(names)}")
     if cfg.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise UptrainError("logging.tensorboard needs the tensorboard package; pip install tensorboard")
+        raise UptrainError(
+            "logging.tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or pip install 'uptrain-gqa[tensorboard]'), or set logging.tensorboard=false"
+        )
 
 
 def cpu_only() -> bool:
