@@ -69,18 +69,23 @@ class Regime:
     activation: int  # linear outputs, attention, MLP
     residual: int  # the residual stream (a checkpointed layer's input)
     norm: int  # one RMSNorm (per hidden element): its fp32 input copy, normalised value and output
+    norm_per_reader: int = 0  # autocast: each matmul reading a norm's fp32 output keeps its own bf16 copy
+
+    def norms(self, readers: int) -> int:
+        """Bytes per hidden element of a norm whose output `readers` matmuls read (q, k, v: 3)."""
+        return self.norm + self.norm_per_reader * readers
 
 
 def regime(settings: Settings, parallel: Parallelism) -> Regime:
     """fp32 throughout; bf16 parameters (FSDP2's mixed precision, or model.dtype bf16); or bf16 autocast
     over fp32 weights (single/DDP mixed precision), which keeps an fp32 residual stream, the norms'
-    fp32 input and normalised value, and the bf16 copy of each norm's output for the next matmul."""
+    fp32 input and normalised value, and one bf16 copy of a norm's output per matmul that reads it."""
     half = settings.mixed_precision in ("bf16", "fp16") or settings.weight_bytes == 2
     if not half:
         return Regime(4, 4, 12)
     if parallel.strategy in ("fsdp", "zero3") or settings.weight_bytes == 2:
         return Regime(2, 2, 4 + 2 + 2)
-    return Regime(2, 4, 4 + 4 + 2)
+    return Regime(2, 4, 4 + 4, norm_per_reader=2)
 
 
 def layer_activation_bytes(m: ModelShape, batch: int, seq: int, r: Regime) -> int:
@@ -89,7 +94,8 @@ def layer_activation_bytes(m: ModelShape, batch: int, seq: int, r: Regime) -> in
     reads in place); gate, up, SiLU(gate) and their product (4 x intermediate); and the attention's
     log-sum-exp (fp32, one per head and position). RoPE keeps only cos and sin, shared by all layers."""
     gd = m.kv_heads * m.head_dim
-    per_token = 2 * r.norm * m.hidden + r.activation * (2 * m.hidden + 2 * gd + 4 * m.intermediate)
+    norms = (r.norms(3) + r.norms(2)) * m.hidden  # before attention (q, k, v) and the MLP (gate, up)
+    per_token = norms + r.activation * (2 * m.hidden + 2 * gd + 4 * m.intermediate)
     return batch * seq * per_token + 4 * batch * m.heads * seq
 
 
@@ -100,7 +106,7 @@ def head_activation_bytes(m: ModelShape, batch: int, seq: int, r: Regime, teache
     tokens = batch * seq
     logits = tokens * m.vocab * (r.activation + 4)
     distill = tokens * teacher_vocab * (8 + r.activation) if teacher_vocab else 0
-    return tokens * r.norm * m.hidden + logits + distill
+    return tokens * r.norms(1) * m.hidden + logits + distill
 
 
 def activation_bytes(m: ModelShape, s: Settings, parallel: Parallelism, checkpointing: bool) -> int:
