@@ -181,7 +181,15 @@ def make_plan(cfg: UptrainConfig, accelerate_config: Path | None, device_memory:
 
 
 def _params(n: int) -> str:
-    return format_tokens(n).replace("K", "K").rstrip()
+    return f"{format_tokens(n)} ({n:,})"
+
+
+def _gathered_note(plan: Plan) -> str:
+    if plan.parallel.shards > 1:
+        return "FSDP's unsharded root unit, 2 layers and 1 layer's gradients"
+    if plan.memory.gathered:
+        return "autocast's bf16 copies of the matmul weights"
+    return "nothing: no sharding, no autocast"
 
 
 def describe_plan(plan: Plan, tflops: float | None = None, mfu: float = 0.4) -> list[str]:
@@ -197,7 +205,7 @@ def describe_plan(plan: Plan, tflops: float | None = None, mfu: float = 0.4) -> 
         f"  weights      {format_bytes(mem.weights):>12}",
         f"  gradients    {format_bytes(mem.gradients):>12}",
         f"  optimizer    {format_bytes(mem.optimizer):>12}  (AdamW: 2 states)",
-        f"  gathered     {format_bytes(mem.gathered):>12}  (FSDP's unsharded units, or autocast's copies)",
+        f"  gathered     {format_bytes(mem.gathered):>12}  ({_gathered_note(plan)})",
         f"  activations  {format_bytes(mem.activations):>12}  (with checkpointing "
         f"{format_bytes(mem.activations_with)}, without {format_bytes(mem.activations_without)})",
     ]
@@ -226,10 +234,12 @@ def describe_plan(plan: Plan, tflops: float | None = None, mfu: float = 0.4) -> 
             text += f", plus {c.recompute_flops:.3g} recomputed by gradient checkpointing"
         lines.append(text)
         if tflops:
-            hours = (c.flops + c.recompute_flops) / (plan.parallel.processes * tflops * 1e12 * mfu) / 3600
+            n = plan.parallel.processes
+            hours = c.flops / (n * tflops * 1e12 * mfu) / 3600  # MFU counts model FLOPs only
+            devices = f"each of {n} devices" if n > 1 else "1 device"
             lines.append(
-                f"time: {hours:,.1f} hours at {mfu:.0%} of {tflops:g} TFLOP/s on each of "
-                f"{plan.parallel.processes} devices"
+                f"time: {hours:,.1f} hours at {mfu:.0%} model FLOPs utilisation "
+                f"of {tflops:g} TFLOP/s on {devices}"
             )
     return lines
 
