@@ -27,20 +27,18 @@ import argparse
 import importlib.util
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 from bench_common import ROOT, Report, print_figures
 
-sys.path.insert(0, str(ROOT))
-
-from uptrain.checkpoint.loading import load_causal_lm  # noqa: E402
-from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
-from uptrain.checkpoint.source import open_source  # noqa: E402
-from uptrain.convert.convert import convert_checkpoint  # noqa: E402
-from uptrain.evaluate.decode import decode_throughput, kv_cost  # noqa: E402
+from uptrain.checkpoint.loading import load_causal_lm
+from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
+from uptrain.convert.convert import convert_checkpoint
+from uptrain.evaluate.decode import decode_throughput, kv_cost
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_STANDIN = TinyLlamaSpec(layers=4, hidden=256, heads=8, intermediate=688, max_positions=8192)
@@ -62,7 +60,7 @@ def converted(source, out: Path, groups: int) -> Path:
         return out
     if callable(source):
         source = source()
-    convert_checkpoint(source, out, groups, overwrite=True)
+    convert_checkpoint(source, out, ConvertSection(groups=groups), overwrite=True)
     return out
 
 

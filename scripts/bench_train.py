@@ -28,14 +28,13 @@ from pathlib import Path
 import torch
 from bench_common import ROOT, Report, print_figures
 
-sys.path.insert(0, str(ROOT))
-
 
 def build_model_and_blocks(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     """The converted model and the packed training blocks (saved with datasets), built once."""
     from uptrain.checkpoint.loading import load_tokenizer
     from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
     from uptrain.data import TextSource, builtin_text, load_text_dataset
     from uptrain.train.packing import tokenize_and_pack
@@ -50,7 +49,7 @@ def build_model_and_blocks(args: argparse.Namespace, work: Path) -> tuple[Path, 
     source = build_tiny_llama(work / "source", spec)
     model = work / "converted"
     if not model.exists():
-        convert_checkpoint(open_source(source), model, args.groups)
+        convert_checkpoint(open_source(source), model, ConvertSection(groups=args.groups))
     text_file = Path(args.text) if args.text else work / "python-docs.txt"
     if not args.text:
         text_file.write_text(builtin_text("python-docs"))
@@ -169,7 +168,6 @@ THREADS: dict[str, str] = {}
 def _env() -> dict:
     return {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         **THREADS,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError, UptrainError
 
 DEFAULT_DATASET = "Salesforce/wikitext"
 DEFAULT_CONFIG = "wikitext-2-raw-v1"
@@ -60,7 +60,7 @@ def load_text_dataset(source: TextSource) -> Any:
         elif source.is_local:
             path = Path(source.dataset)
             if not path.is_file():
-                raise UptrainError(f"dataset file {path} does not exist; check --dataset")
+                raise SettingError(f"dataset file {path} does not exist; check <dataset>")
             builder = _LOCAL_BUILDERS.get(path.suffix.lower())
             if builder is None:
                 raise UptrainError(
@@ -78,22 +78,22 @@ def load_text_dataset(source: TextSource) -> Any:
         raise
     except ValueError as exc:  # unknown split or config
         first = str(exc).strip().splitlines()[0].rstrip(".")
-        raise UptrainError(
-            f"cannot load {source.describe()}: {first}; check --dataset-config and --split"
+        raise SettingError(
+            f"cannot load {source.describe()}: {first}; check <dataset_config> and <split>"
         ) from None
     except (FileNotFoundError, ConnectionError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UptrainError(
+        raise SettingError(
             f"cannot load dataset {source.describe()}: {first}; check the id or path, or pass a local "
-            ".txt, .json, .jsonl or .parquet file (or a downloaded dataset folder) with --dataset"
+            ".txt, .json, .jsonl or .parquet file (or a downloaded dataset folder) with <dataset>"
         ) from None
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds (DatasetNotFoundError, ...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UptrainError(f"cannot load dataset {source.describe()}: {first}; check --dataset") from None
+        raise SettingError(f"cannot load dataset {source.describe()}: {first}; check <dataset>") from None
     columns = ds.column_names if ds.column_names is not None else list(next(iter(ds)).keys())
     if source.text_column not in columns:
-        raise UptrainError(
-            f"{source.describe()} has no column {source.text_column!r}; pass --text-column, one of {columns}"
+        raise SettingError(
+            f"{source.describe()} has no column {source.text_column!r}; pass <text_column>, one of {columns}"
         )
     return ds
 
@@ -108,7 +108,7 @@ def join_documents(documents: Iterable[str]) -> str:
     """One text from many documents, joined with a blank line, as the perplexity guide does."""
     text = DOCUMENT_SEPARATOR.join(documents)
     if not text.strip():
-        raise UptrainError("the text is empty; point --dataset at a file or split with text in it")
+        raise SettingError("the text is empty; point <dataset> at a file or split with text in it")
     return text
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.errors import UptrainError
-from uptrain.plots import kv_cache_bars, perplexity_bars, training_curves
+from uptrain.plots import kv_cache_figure, perplexity_figure, save_figure, training_figure
 from uptrain.units import format_bytes
 
 ROLES = ("source", "converted", "uptrained")
@@ -76,31 +76,33 @@ def build_report(
     }
 
 
-def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """training.png, perplexity.png and kv_cache.png in `out`."""
+def plot_figures(report: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of training.png, perplexity.png and kv_cache.png (keys as PLOT_FILES)."""
     by_role = {m["role"]: m for m in report["models"]}
     conversion = report.get("conversion") or {}
     heads = f"{conversion.get('kv_heads_before', '?')} -> {conversion.get('kv_heads_after', '?')} KV heads"
     where = report.get("source") or report.get("dataset") or "held-out text"
     return {
-        "training": training_curves(
+        "training": training_figure(
             metrics,
-            out / PLOT_FILES["training"],
             by_role["source"]["perplexity"],
             by_role["converted"]["perplexity"],
             title=f"uptraining after {heads} ({conversion.get('method', '?')}); perplexity on {where}",
         ),
-        "perplexity": perplexity_bars(
+        "perplexity": perplexity_figure(
             [(r, by_role[r]["perplexity"]) for r in ROLES],
-            out / PLOT_FILES["perplexity"],
             title=f"perplexity on {report.get('tokens', 0):,} tokens",
         ),
-        "kv_cache": kv_cache_bars(
-            [(r, by_role[r]["kv_bytes_per_token"]) for r in ROLES],
-            out / PLOT_FILES["kv_cache"],
-            title="KV-cache bytes per token",
+        "kv_cache": kv_cache_figure(
+            [(r, by_role[r]["kv_bytes_per_token"]) for r in ROLES], title="KV-cache bytes per token"
         ),
     }
+
+
+def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """training.png, perplexity.png and kv_cache.png in `out`."""
+    figures = plot_figures(report, metrics)
+    return {name: save_figure(fig, out / PLOT_FILES[name]) for name, fig in figures.items()}
 
 
 def report_markdown(report: dict[str, Any]) -> str:

@@ -75,7 +75,7 @@ def test_token_ids_are_the_first_tokens_without_special_tokens(tmp_path):
 
 
 def test_bad_calibration_options():
-    with pytest.raises(UptrainError, match="--calibration-tokens"):
+    with pytest.raises(UptrainError, match="calibration_tokens"):
         calibration.calibration_spec(tokens=0)
     spec = calibration.calibration_spec()
     assert spec.data.dataset == "Salesforce/wikitext" and spec.data.split == "train"

@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 K = "model.layers.1.self_attn.k_proj.weight"
@@ -27,7 +28,7 @@ def test_sharded_source_keeps_sharding_and_index(tiny_llama, tmp_path):
     assert len(shards) >= 3
     (tiny_llama / "tokenizer_config.json").write_text('{"model_max_length": 128}')
     out = tmp_path / "out"
-    result = convert_checkpoint(open_source(tiny_llama), out, groups=2)
+    result = convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=2))
 
     index = json.loads((out / "model.safetensors.index.json").read_text())
     files = sorted(set(index["weight_map"].values()))
@@ -49,7 +50,7 @@ def test_sharded_source_keeps_sharding_and_index(tiny_llama, tmp_path):
 
 def test_provenance_records_source_and_conversion(tiny_llama, tmp_path):
     out = tmp_path / "out"
-    convert_checkpoint(open_source(tiny_llama), out, groups=1, method="first", seed=3)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=1, method="first", seed=3))
     record = json.loads((out / "uptrain.json").read_text())
     import hashlib
 
@@ -71,7 +72,7 @@ def test_provenance_records_source_and_conversion(tiny_llama, tmp_path):
 
 def test_first_keeps_the_first_head_of_each_group(tiny_llama, tmp_path):
     src = state_of(tiny_llama)
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=2, method="first")
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=2, method="first"))
     out = state_of(tmp_path / "o")
     heads = src[K].reshape(8, 8, -1)
     assert torch.equal(out[K], torch.cat([heads[0], heads[4]]))
@@ -79,7 +80,9 @@ def test_first_keeps_the_first_head_of_each_group(tiny_llama, tmp_path):
 
 def test_random_is_seeded_and_scaled_by_initializer_range(tiny_llama, tmp_path):
     for name, seed in (("a", 1), ("b", 1), ("c", 2)):
-        convert_checkpoint(open_source(tiny_llama), tmp_path / name, groups=1, method="random", seed=seed)
+        convert_checkpoint(
+            open_source(tiny_llama), tmp_path / name, ConvertSection(groups=1, method="random", seed=seed)
+        )
     a, b, c = (state_of(tmp_path / n) for n in "abc")
     assert torch.equal(a[K], b[K]) and not torch.equal(a[K], c[K])
     assert a[K].shape == (8, 64)
@@ -92,7 +95,7 @@ def test_random_is_seeded_and_scaled_by_initializer_range(tiny_llama, tmp_path):
 @pytest.mark.parametrize("dtype,torch_dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_dtype_conversion(tiny_llama, tmp_path, dtype, torch_dtype):
     src = state_of(tiny_llama)
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=8, dtype=dtype)
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=8, dtype=dtype))
     out = state_of(tmp_path / "o")
     assert all(t.dtype == torch_dtype for t in out.values())
     assert torch.equal(out[V], src[V].to(torch_dtype))
@@ -101,37 +104,50 @@ def test_dtype_conversion(tiny_llama, tmp_path, dtype, torch_dtype):
     assert model.dtype == torch_dtype
 
 
-def test_bf16_pooling_accumulates_in_fp32(tmp_path):
-    """Large bf16 weights whose sum overflows bf16/fp16 range must still pool to their true mean."""
+def test_bf16_pooling_near_bf16_max_is_the_float64_mean(tmp_path):
+    """bf16 weights near bf16's largest finite value (3.39e38), distinct per head and per element: their
+    sum overflows float32 (max 3.40e38) and bf16 alike, so only a wider accumulation gives the mean."""
+    from safetensors.torch import save_file
     from tiny_models import build_tiny
 
-    src = build_tiny("llama", tmp_path / "src", kv_heads=8, dtype=torch.float16)
+    src = build_tiny("llama", tmp_path / "src", kv_heads=8, dtype=torch.bfloat16)
     state = load_file(src / "model.safetensors")
-    big = torch.full_like(state[K], 60000.0)  # fp16 max is 65504: a sum of two overflows
-    state[K] = big
-    from safetensors.torch import save_file
-
+    heads = 8
+    base = torch.linspace(3.3e38, 2.6e38, heads, dtype=torch.float64).reshape(heads, 1, 1)
+    seeded = torch.Generator().manual_seed(0)
+    wobble = 1 - torch.rand(heads, 8, 64, generator=seeded, dtype=torch.float64) / 16
+    state[K] = (base * wobble).reshape(64, 64).to(torch.bfloat16)
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
-    convert_checkpoint(open_source(src), tmp_path / "o", groups=1)
+
+    convert_checkpoint(open_source(src), tmp_path / "o", ConvertSection(groups=1))
     pooled = state_of(tmp_path / "o")[K]
-    assert torch.isfinite(pooled).all()
-    assert torch.equal(pooled, torch.full((8, 64), 60000.0, dtype=torch.float16))
+
+    per_head = state[K].reshape(heads, 8, 64)
+    total = torch.zeros(8, 64, dtype=torch.float64)
+    for h in range(heads):  # exact: 8 bf16 values (8-bit significands) of one binade fit float64's 53 bits
+        total += per_head[h].double()
+    expected = (total / heads).to(torch.bfloat16)  # one rounding, of the exact mean
+    assert torch.isfinite(expected).all() and expected.abs().min() > 2e38
+    assert torch.isinf(per_head.float().sum(dim=0)).all()  # a float32 accumulation overflows...
+    assert torch.isinf(per_head.sum(dim=0)).all()  # ...and so does a bf16 one
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled, expected)
 
 
 def test_gqa_source_reduced_further(tmp_path):
     from tiny_models import build_tiny
 
     src = build_tiny("mistral", tmp_path / "src", kv_heads=4)
-    result = convert_checkpoint(open_source(src), tmp_path / "o", groups=2)
+    result = convert_checkpoint(open_source(src), tmp_path / "o", ConvertSection(groups=2))
     assert (result.dims.kv_heads, result.groups) == (4, 2)
     assert result.kv_bytes_per_token_before == 2 * result.kv_bytes_per_token_after == 2 * 2 * 2 * 2 * 8 * 4
 
 
 def test_overwrite_replaces_existing_output(tiny_llama, tmp_path):
     out = tmp_path / "o"
-    convert_checkpoint(open_source(tiny_llama), out, groups=8)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=8))
     (out / "stale.txt").write_text("old")
-    convert_checkpoint(open_source(tiny_llama), out, groups=1, overwrite=True)
+    convert_checkpoint(open_source(tiny_llama), out, ConvertSection(groups=1), overwrite=True)
     assert not (out / "stale.txt").exists()
     assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == 1
     assert {p.name for p in tmp_path.iterdir()} == {"src", "o"}
@@ -139,14 +155,14 @@ def test_overwrite_replaces_existing_output(tiny_llama, tmp_path):
 
 def test_source_card_license_is_recorded(tiny_llama, tmp_path):
     (tiny_llama / "README.md").write_text("---\nlicense: apache-2.0\ntags: [x]\n---\n# a model\n")
-    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", groups=4)
+    convert_checkpoint(open_source(tiny_llama), tmp_path / "o", ConvertSection(groups=4))
     record = json.loads((tmp_path / "o" / "uptrain.json").read_text())
     assert record["source"]["license"] == "apache-2.0"
     assert not (tmp_path / "o" / "README.md").exists()  # the source's card describes another model
 
 
 def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_path, monkeypatch):
-    import uptrain.convert.convert as convert_module
+    import uptrain.convert.stream as convert_module
 
     seen = []
     real_write = convert_module.ShardWriter.write
@@ -159,7 +175,7 @@ def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_pat
     torch.set_num_threads(2)
     try:
         monkeypatch.setattr(convert_module.ShardWriter, "write", write)
-        convert_checkpoint(open_source(tiny_llama), tmp_path / "out", groups=2)
+        convert_checkpoint(open_source(tiny_llama), tmp_path / "out", ConvertSection(groups=2))
         assert set(seen) == {1}  # mean pooling streams on one thread
         assert torch.get_num_threads() == 2
 
@@ -168,7 +184,7 @@ def test_conversion_leaves_torch_thread_count_as_it_found_it(tiny_llama, tmp_pat
 
         monkeypatch.setattr(convert_module.ShardWriter, "write", broken)
         with pytest.raises(RuntimeError, match="disk gone"):
-            convert_checkpoint(open_source(tiny_llama), tmp_path / "again", groups=2)
+            convert_checkpoint(open_source(tiny_llama), tmp_path / "again", ConvertSection(groups=2))
         assert torch.get_num_threads() == 2
         assert not (tmp_path / "again").exists()
     finally:

@@ -8,6 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from uptrain.architectures import load_table, supported_model_types
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 KV = 4
@@ -50,7 +51,7 @@ def test_architecture_converts(model_type, tmp_path):
 
     for groups in (KV, 2, 1):
         out = tmp_path / f"g{groups}"
-        convert_checkpoint(open_source(src), out, groups)
+        convert_checkpoint(open_source(src), out, ConvertSection(groups=groups))
         state = read_state(out)
         dropped = {
             n

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from uptrain.architectures import load_table
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 IDS = torch.tensor([[1, 5, 9, 13, 17, 21]])
@@ -88,7 +89,7 @@ def test_fused_conversion(sources, tmp_path, name, groups, flags, cached):
     src_config, src_state = read_config(src), read_state(src)
     _, kv, qkv, _ = attention_layout(src_config)
     out = tmp_path / "out"
-    convert_checkpoint(open_source(src), out, groups)
+    convert_checkpoint(open_source(src), out, ConvertSection(groups=groups))
 
     config, state = read_config(out), read_state(out)
     assert {k: config.get(k) for k in flags} == flags
@@ -149,9 +150,9 @@ def test_inspect_lists_only_groups_the_class_can_hold(sources):
 
 def test_falcon_new_architecture_reports_the_cache_transformers_keeps(sources, tmp_path):
     """FalconAttention (new_decoder_architecture) caches K/V broadcast to all H heads; the figures say so."""
-    result = convert_checkpoint(open_source(sources("falcon_new")), tmp_path / "o", 1)
+    result = convert_checkpoint(open_source(sources("falcon_new")), tmp_path / "o", ConvertSection(groups=1))
     assert result.kv_bytes_per_token_before == result.kv_bytes_per_token_after == 2 * 2 * H * 8 * 4
-    mq = convert_checkpoint(open_source(sources("falcon_mha")), tmp_path / "m", 1)
+    mq = convert_checkpoint(open_source(sources("falcon_mha")), tmp_path / "m", ConvertSection(groups=1))
     assert mq.kv_bytes_per_token_after * H == mq.kv_bytes_per_token_before
 
 

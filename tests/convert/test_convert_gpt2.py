@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 IDS = torch.tensor([[1, 5, 9, 13, 17, 21, 25, 29]])
@@ -36,7 +37,7 @@ def gpt2(tmp_path):
 def test_translation_gives_gpt2_logits(tmp_path, tied):
     src = build_source("gpt2", tmp_path / "gpt2", tie_word_embeddings=tied)
     out = tmp_path / "bigcode"
-    result = convert_checkpoint(open_source(src), out, groups=H)
+    result = convert_checkpoint(open_source(src), out, ConvertSection(groups=H))
     assert (result.model_type, result.target_model_type) == ("gpt2", "gpt_bigcode")
 
     config = read_config(out)
@@ -69,7 +70,7 @@ def test_translation_gives_gpt2_logits(tmp_path, tied):
 
 def test_pooled_to_mqa_is_mean_pooled_gpt2(gpt2, tmp_path):
     out = tmp_path / "mqa"
-    convert_checkpoint(open_source(gpt2), out, groups=1)
+    convert_checkpoint(open_source(gpt2), out, ConvertSection(groups=1))
     config, state = read_config(out), read_state(out)
     assert config["multi_query"] is True and config["num_key_value_heads"] == 1
     src_config, src_state = read_config(gpt2), read_state(gpt2)
@@ -114,7 +115,7 @@ def test_hub_style_checkpoint_without_prefix_with_mask_buffers(gpt2, tmp_path):
     save_file(state, hub / "model.safetensors", {"format": "pt"})
 
     out = tmp_path / "bigcode"
-    convert_checkpoint(open_source(hub), out, groups=H)
+    convert_checkpoint(open_source(hub), out, ConvertSection(groups=H))
     assert set(read_state(out)) == set(read_state(gpt2))
     assert read_config(out)["activation_function"] == "gelu_new" and "n_ctx" not in read_config(out)
     gpt2_logits, _ = logits_of(gpt2)

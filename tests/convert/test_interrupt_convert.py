@@ -37,13 +37,14 @@ SHAPE = dict(layers=96, hidden=128, heads=8, kv_heads=8, intermediate=256, vocab
 def checkpoint(tmp_path_factory):
     """The source, and a reference conversion done once in this process."""
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
 
     root = tmp_path_factory.mktemp("interrupt")
     src = root / "src"
     write_checkpoint(src, **SHAPE, dtype=torch.bfloat16)
     reference = root / "reference"
-    convert_checkpoint(open_source(src), reference, 2)
+    convert_checkpoint(open_source(src), reference, ConvertSection(groups=2))
     return src, reference
 
 

@@ -18,12 +18,12 @@ from tiny_models import build_tiny
 from transformers import AutoModelForCausalLM
 
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
-from uptrain.convert.methods import MethodOptions
 from uptrain.convert.methods.similar import balanced_groups, select_heads
 
 IDS = torch.randint(3, 96, (2, 24), generator=torch.Generator().manual_seed(7))
-FAST_REFINE = MethodOptions(refine_steps=30, refine_lr=3e-3)
+FAST_REFINE = {"refine_steps": 30, "refine_lr": 3e-3}
 
 
 @torch.no_grad()
@@ -32,7 +32,9 @@ def logits(path):
 
 
 def convert(src, out, groups, method, cal, options=FAST_REFINE):
-    convert_checkpoint(open_source(src), out, groups, method=method, calibration=cal, method_options=options)
+    convert_checkpoint(
+        open_source(src), out, ConvertSection(groups=groups, method=method, **options), calibration=cal
+    )
     return out
 
 
@@ -170,7 +172,7 @@ def test_every_method_beats_mean_on_correlated_heads(tmp_path):
         "fit+refine",
         "mean+refine",
     ):
-        options = MethodOptions(refine_steps=60, refine_lr=3e-3)
+        options = {"refine_steps": 60, "refine_lr": 3e-3}
         out = convert(src, tmp_path / method.replace("+", "_"), 2, method, cal, options)
         results[method] = sum(attention_output_errors(src, out, probe))
     assert all(error < mean for error in results.values()), (mean, results)

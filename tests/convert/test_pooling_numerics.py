@@ -2,9 +2,9 @@
 KV-sized norms, per-head norms; separate, fused and Conv1D layouts) comes out as its true mean, not inf.
 
 bf16 has float32's exponent range, so a float32 sum of a few bf16 weights near bf16's maximum overflows;
-the converter accumulates in float64.
-tests/convert/test_convert.py::test_bf16_pooling_accumulates_in_fp32 covers
-fp16 (whose maximum, 65504, a float32 sum never reaches)."""
+the converter accumulates in float64. Distinct values near bf16's maximum, against a float64 mean:
+tests/convert/test_convert.py::test_bf16_pooling_near_bf16_max_is_the_float64_mean; the pooling math
+alone: tests/convert/test_pooling.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from tiny_models import build_tiny
 
 from uptrain.architectures import load_table
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.convert import convert_checkpoint
 
 BIG = torch.tensor(3.0e38).to(torch.bfloat16)  # bf16's largest finite value is 3.39e38
@@ -58,7 +59,7 @@ def test_large_bf16_weights_pool_to_their_mean_not_inf(model_type, tmp_path):
         f.unlink()
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
 
-    convert_checkpoint(open_source(src), tmp_path / "out", groups=1)
+    convert_checkpoint(open_source(src), tmp_path / "out", ConvertSection(groups=1))
     out = _state(tmp_path / "out")
     pooled = {n: t for n, t in out.items() if n.startswith(prefix)}
     for name, tensor in pooled.items():
@@ -82,7 +83,7 @@ def test_bf16_means_are_rounded_once_not_summed_in_bf16(tmp_path):
     state[name] = heads.reshape(64, 64).to(torch.bfloat16)
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
 
-    convert_checkpoint(open_source(src), tmp_path / "out", groups=1)
+    convert_checkpoint(open_source(src), tmp_path / "out", ConvertSection(groups=1))
     pooled = load_file(tmp_path / "out" / "model.safetensors")[name]
     expected = state[name].double().reshape(8, 8, 64).mean(dim=0).to(torch.bfloat16)
     in_bf16 = state[name].reshape(8, 8, 64)[0]

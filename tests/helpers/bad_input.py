@@ -38,12 +38,13 @@ def build_inputs(root: Path) -> dict[str, Path]:
     from tiny_tokenizer import SENTENCES, add_tokenizer
 
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
 
     mha = build_tiny("llama", root / "mha", kv_heads=8, vocab_size=320, max_shard_size="60KB")
     add_tokenizer(mha)
     gqa = root / "gqa"
-    convert_checkpoint(open_source(mha), gqa, 2)
+    convert_checkpoint(open_source(mha), gqa, ConvertSection(groups=2))
     small = build_tiny("llama", root / "small", kv_heads=8)
     pickled = root / "pickled"
     shutil.copytree(mha, pickled)

@@ -52,11 +52,12 @@ def build_checkpoint(root: Path) -> Path:
     from tiny_models import build_tiny
 
     from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
 
     src = build_tiny("llama", root / "mha-src", kv_heads=8, max_shard_size="40KB")
     out = root / "tiny-gqa"
-    convert_checkpoint(open_source(src), out, 2)
+    convert_checkpoint(open_source(src), out, ConvertSection(groups=2))
     for name, data in {**SIDE_FILES, **JUNK}.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_bytes(data)

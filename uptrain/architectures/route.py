@@ -16,7 +16,7 @@ from typing import Any
 from uptrain.architectures.attention import AttentionDims
 from uptrain.architectures.spec import Architecture, Requirement, Variant
 from uptrain.architectures.table import get_architecture, load_table
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError, UptrainError
 
 
 def _json(value: Any) -> str:
@@ -157,22 +157,22 @@ def plan_route(config: Mapping[str, Any], groups: int) -> Route:
             )
     valid = valid_groups(source, config, dims)
     if groups < 1 or groups > dims.kv_heads or dims.kv_heads % groups:
-        raise UptrainError(
-            f"--groups {groups} is invalid for a model with {dims.kv_heads} KV heads; choose one of {valid}"
+        raise SettingError(
+            f"<groups> {groups} is invalid for a model with {dims.kv_heads} KV heads; choose one of {valid}"
         )
     target, target_variant, blocked = _choose(source, variant, config, dims, groups)
     if target_variant is None:
         if blocked:
             candidate, req = blocked[0]
             actual = _json(source.config_value(config, req.key))
-            raise UptrainError(
-                f"--groups {groups} needs {target.model_type}'s {candidate.name} layout, which needs "
+            raise SettingError(
+                f"<groups> {groups} needs {target.model_type}'s {candidate.name} layout, which needs "
                 f"{req.key}={_json(req.equals)} ({req.reason}), but this model has {req.key}={actual}; "
                 f"choose one of {valid}"
             )
         kinds = " or ".join(_describe(v, dims) for v in target.variants)
-        raise UptrainError(
-            f"--groups {groups} is invalid: {target.model_type} holds {kinds} KV heads; choose one of {valid}"
+        raise SettingError(
+            f"<groups> {groups} is invalid: {target.model_type} holds {kinds} KV heads; choose one of {valid}"
         )
     return Route(source, variant, target, target_variant, dims, groups)
 

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     typer_click = click
 
 from uptrain import __version__
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError, UptrainError, as_flag
 
 CLICK_ERRORS = (click.ClickException, typer_click.ClickException)
 ABORTS = (click.exceptions.Abort, typer.Abort)
@@ -74,7 +74,8 @@ class UptrainGroup(TyperGroup):
         except UptrainError as exc:
             if debug:
                 traceback.print_exc()
-            _fail(str(exc), exc.exit_code)
+            # a setting the library names by its field is an option here: <groups> -> --groups
+            _fail(exc.said(as_flag) if isinstance(exc, SettingError) else str(exc), exc.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
             if _signalled:  # an interrupt that surfaced as another exception
                 _fail("interrupted", EXIT_INTERRUPTED)

@@ -4,103 +4,54 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from uptrain.cli import app
+from uptrain.cli.convert_display import ConversionDisplay
+from uptrain.cli.options import with_options
+from uptrain.config.conversion import ConvertSection
 from uptrain.units import format_bytes
 
 console = Console()
 
 
 @app.command()
+@with_options(ConvertSection)
 def convert(
     src: str = typer.Argument(..., help="Source: a local directory, a Hub model id or a .gguf file."),
     out: Path = typer.Argument(..., help="Output directory (written atomically)."),
-    groups: int = typer.Option(
-        ..., "--groups", "-g", help="G, the number of KV heads to keep; divides KV. 1 = MQA."
-    ),
-    method: str = typer.Option(
-        "mean",
-        help="How to build each group's K/V head: mean, first, random, aligned or fit, optionally "
-        "after similar and before refine, joined by '+' (e.g. similar+fit+refine).",
-    ),
-    dtype: str = typer.Option(None, help="Output dtype: bf16, fp16 or fp32 (default: keep the source's)."),
-    seed: int = typer.Option(0, help="Seed for --method random."),
-    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of SRC."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     verify: bool = typer.Option(False, "--verify", help="Load both models and compare logits and KV cache."),
-    allow_pickle: bool = typer.Option(
-        False, "--allow-pickle", help="Read pickled .bin weights (trusted sources only)."
-    ),
-    gguf_file: str = typer.Option(
-        None, help="A .gguf file inside the SRC directory or Hub repo to dequantize."
-    ),
-    calibration_data: str = typer.Option(
-        None,
-        help="Calibration text for similar/aligned/fit/refine: a Hub dataset id or a local "
-        ".txt/.json/.jsonl/.parquet file (default: Salesforce/wikitext wikitext-2-raw-v1, train).",
-    ),
-    calibration_config: str = typer.Option(None, help="Hub dataset config of --calibration-data."),
-    calibration_split: str = typer.Option("train", help="Hub dataset split of --calibration-data."),
-    calibration_text_column: str = typer.Option("text", help="Text column of --calibration-data."),
-    calibration_tokens: int = typer.Option(4096, help="Calibration tokens to collect statistics on."),
-    calibration_seq_len: int = typer.Option(512, help="Calibration sequence length in tokens."),
-    sequential: bool = typer.Option(
-        False,
-        "--sequential/--no-sequential",
-        help="Calibrate each layer on the inputs of the model converted below it (as GPTQ does; "
-        "measured worse than independent layers on SmolLM2, see docs/RESULTS.md).",
-    ),
-    refine_steps: int = typer.Option(100, help="refine: optimizer steps per layer."),
-    refine_lr: float = typer.Option(1e-4, help="refine: Adam learning rate (cosine decay)."),
-    refine_tokens: int = typer.Option(2048, help="refine: calibration tokens replayed per layer."),
+    **options: Any,
 ) -> None:
     """Convert SRC to G key/value heads per layer and write it to OUT.
 
-    SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32)."""
+    SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32).
+    Every option but --overwrite and --verify is a key of a run config's model.convert section."""
     from uptrain.checkpoint.source import open_source
-    from uptrain.convert.calibration import calibration_spec
-    from uptrain.convert.convert import convert_checkpoint
-    from uptrain.convert.methods import MethodOptions, get_method
+    from uptrain.convert.convert import check_settings, convert_checkpoint
 
-    options = MethodOptions(refine_steps=refine_steps, refine_lr=refine_lr, refine_tokens=refine_tokens)
-    get_method(method, options)  # a bad --method fails before anything is loaded
-    spec = calibration_spec(
-        calibration_data,
-        calibration_config,
-        calibration_split,
-        calibration_text_column,
-        calibration_tokens,
-        calibration_seq_len,
-        sequential,
+    settings = ConvertSection(source=src, **options)
+    check_settings(settings)  # a bad option fails before anything is loaded
+    source = open_source(
+        src,
+        revision=settings.revision,
+        allow_pickle=settings.allow_pickle,
+        gguf_file=settings.gguf_file,
+        dtype=settings.dtype,
     )
-    source = open_source(src, revision=revision, allow_pickle=allow_pickle, gguf_file=gguf_file, dtype=dtype)
-    with Progress(
-        TextColumn("converting"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} tensors"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-        disable=not console.is_terminal,
-    ) as bar:
-        task = bar.add_task("convert", total=None)
+    with ConversionDisplay(console) as display:
         result = convert_checkpoint(
             source,
             out,
-            groups,
-            method=method,
-            dtype=dtype,
-            seed=seed,
+            settings,
             overwrite=overwrite,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            calibration_spec=spec,
-            method_options=options,
-            calibration_progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=display.tensors,
+            calibration_progress=display.calibration,
         )
     d = result.dims
     became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
@@ -135,7 +86,7 @@ def convert(
 
         elem = torch.empty((), dtype=getattr(torch, result.dtype)).element_size()
         v = verify_conversion(
-            source.model_path, out, elem, gguf_file=source.gguf_file, allow_pickle=allow_pickle
+            source.model_path, out, elem, gguf_file=source.gguf_file, allow_pickle=settings.allow_pickle
         )
         table = Table(title="verify (float32, same prompt)")
         for col in ("max |logit diff|", "same top-1", "KV bytes/token source", "KV bytes/token output"):

@@ -24,11 +24,13 @@ import yaml
 from uptrain.errors import UptrainError
 
 
-def setting(default: Any = None, doc: str = "", *, factory: Any = None) -> Any:
-    """A documented dataclass field. `factory` builds mutable or nested defaults."""
+def setting(default: Any = None, doc: str = "", *, factory: Any = None, cli: dict | None = None) -> Any:
+    """A documented dataclass field. `factory` builds mutable or nested defaults; `cli` says how a
+    command line that is generated from the dataclass spells it (see uptrain/config/conversion.py)."""
+    metadata = {"doc": doc, "cli": cli or {}}
     if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata={"doc": doc})
-    return dataclasses.field(default=default, metadata={"doc": doc})
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def _hints(cls: type) -> dict[str, Any]:

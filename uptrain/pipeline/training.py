@@ -3,32 +3,18 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
-import torch
 from rich.console import Console
 
 from uptrain.config import UptrainConfig
 from uptrain.pipeline.model_config import check_before_writing
 from uptrain.pipeline.student import check_student, prepare_student
+from uptrain.threads import torch_threads
 from uptrain.train.builders import cpu_only
 from uptrain.train.loop import TrainingResult, train
 from uptrain.train.preflight import check_training
 from uptrain.train.run_dir import RunDir
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op thread count set to n (None: unchanged) inside the block."""
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def run_training(

@@ -13,7 +13,7 @@ from uptrain.convert.calibration.collect import collect_statistics
 from uptrain.convert.calibration.inputs import CalibrationSpec, calibration_token_ids, load_source_model
 from uptrain.convert.calibration.sequential import collect_sequential
 from uptrain.convert.calibration.stats import LayerCalibration
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError, UptrainError
 
 
 def collect_calibration(
@@ -27,7 +27,7 @@ def collect_calibration(
     calibration)`, layers are converted during calibration, each on the partly converted model's
     inputs (sequential.py)."""
     if spec.tokens < 1 or spec.seq_len < 2:
-        raise UptrainError("--calibration-tokens must be at least 1 and --calibration-seq-len at least 2")
+        raise SettingError("<calibration_tokens> must be at least 1 and <calibration_seq_len> at least 2")
     arch = get_architecture(source.config.get("model_type"))
     dims = read_dims(arch, source.config)
     tokenizer = load_tokenizer(source.root or source.model_path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.checkpoint.shards import MemoryShard, PickleShard, SourceCheckpoint
 from uptrain.data import TextSource, join_documents, load_documents
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError
 
 DEFAULT_CALIBRATION = TextSource(split="train")  # WikiText-2 raw, train split
 
@@ -42,9 +41,9 @@ def calibration_spec(
     seq_len: int = 512,
     sequential: bool = False,
 ) -> CalibrationSpec:
-    """A CalibrationSpec from the command line's --calibration-* options (data None: the default)."""
+    """A CalibrationSpec from the calibration_* settings (data None: the default)."""
     if tokens < 1 or seq_len < 2:
-        raise UptrainError("--calibration-tokens must be at least 1 and --calibration-seq-len at least 2")
+        raise SettingError("<calibration_tokens> must be at least 1 and <calibration_seq_len> at least 2")
     if data is None:
         source = TextSource(
             DEFAULT_CALIBRATION.dataset, config or DEFAULT_CALIBRATION.config, split, text_column
@@ -54,17 +53,21 @@ def calibration_spec(
     return CalibrationSpec(source, tokens, seq_len, sequential=sequential)
 
 
-_FLAGS = {"--dataset-config": "--calibration-config", "--split": "--calibration-split"}
-_FLAGS |= {"--text-column": "--calibration-text-column", "--dataset": "--calibration-data"}
+# data.py names a text's settings as eval does; calibration calls them calibration_*
+_FIELDS = {
+    "dataset": "calibration_data",
+    "dataset_config": "calibration_config",
+    "split": "calibration_split",
+    "text_column": "calibration_text_column",
+}
 
 
 def _load_documents(data: TextSource) -> list[str]:
-    """load_documents, with its errors naming the --calibration-* flags instead of eval's."""
+    """load_documents, with its errors naming the calibration_* settings."""
     try:
         return load_documents(data)
-    except UptrainError as exc:
-        pattern = "|".join(re.escape(flag) + r"(?![\w-])" for flag in _FLAGS)
-        raise UptrainError(re.sub(pattern, lambda m: _FLAGS[m.group(0)], str(exc))) from None
+    except SettingError as exc:
+        raise exc.renamed(_FIELDS) from None
 
 
 def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torch.Tensor:

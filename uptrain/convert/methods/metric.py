@@ -15,7 +15,7 @@ import torch
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.rope import RotaryPairs, rotary_pairs
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError
 
 DAMPING = 1e-6  # relative ridge added to S before factoring, for inputs the calibration never excited
 TRANSFER_RIDGE = 1e-2  # relative ridge of the sequential transfer, toward the source's rows
@@ -51,9 +51,9 @@ class CalibratedMetric:
                 if int(info) == 0:
                     break
             else:
-                raise UptrainError(
+                raise SettingError(
                     "the calibration inputs are degenerate (their covariance cannot be factored); "
-                    "give more or more varied --calibration-data"
+                    "give more or more varied <calibration_data>"
                 )
             self._factors[bias] = factor
         return self._factors[bias]
@@ -146,16 +146,16 @@ def calibrated_setup(attn: AttentionWeights, ctx: MethodContext, method: str) ->
     cannot convert this model."""
     cal = ctx.calibration
     if cal is None:
-        raise UptrainError(
-            f"--method {method} needs calibration text; pass --calibration-data FILE_OR_HUB_ID"
+        raise SettingError(
+            f"<method> {method} needs calibration text; pass <calibration_data> FILE_OR_HUB_ID"
         )
     if cal.keys_normalized:
-        raise UptrainError(
-            f"--method {method} assumes keys are linear in the input, but {ctx.arch.model_type} normalizes "
-            "keys after k_proj (qk_norm); use --method mean+refine"
+        raise SettingError(
+            f"<method> {method} assumes keys are linear in the input, but {ctx.arch.model_type} normalizes "
+            "keys after k_proj (qk_norm); use <method> mean+refine"
         )
     if attn.kv_extras:
-        raise UptrainError(f"--method {method} cannot fold per-KV-head norms; use --method mean+refine")
+        raise SettingError(f"<method> {method} cannot fold per-KV-head norms; use <method> mean+refine")
     pairs = rotary_pairs(cal.rope, cal.rotary_dim, attn.k.shape[1])
     if "metrics" not in cal.cache:  # factored once per layer, whatever runs on it
         metric = CalibratedMetric(cal.second_moment)

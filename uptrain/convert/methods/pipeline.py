@@ -22,7 +22,7 @@ from uptrain.convert.methods.metric import calibrated_setup
 from uptrain.convert.methods.objective import layer_error
 from uptrain.convert.methods.refine import refine_attention
 from uptrain.convert.methods.similar import similar_grouping
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError
 
 GROUPING = {"similar": "choose each group's heads by calibrated similarity (permutes heads)"}
 MERGES = {
@@ -58,18 +58,18 @@ def parse_method(spec: str) -> list[str]:
     steps = [s.strip() for s in spec.split("+")]
     unknown = [s for s in steps if s not in STEPS]
     if unknown or len(set(steps)) != len(steps):
-        raise UptrainError(
-            f"--method {spec!r} is not valid; use [similar+](mean|first|random|aligned|fit)[+refine], "
+        raise SettingError(
+            f"<method> {spec!r} is not valid; use [similar+](mean|first|random|aligned|fit)[+refine], "
             f"e.g. similar+fit+refine"
         )
     merges = [s for s in steps if s in MERGES]
     if len(merges) > 1:
-        raise UptrainError(f"--method {spec!r} names {' and '.join(merges)}; choose one merge step")
+        raise SettingError(f"<method> {spec!r} names {' and '.join(merges)}; choose one merge step")
     if not merges:
         merges = ["fit" if "refine" in steps else "mean"]
     if "similar" in steps and merges[0] in ("first", "random"):
-        raise UptrainError(
-            f"similar groups heads for mean, aligned or fit, not {merges[0]}; drop one of them"
+        raise SettingError(
+            f"<method>: similar groups heads for mean, aligned or fit, not {merges[0]}; drop one of them"
         )
     return [s for s in GROUPING if s in steps] + merges + [s for s in REFINEMENT if s in steps]
 

@@ -18,7 +18,7 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def refine_attention(
     """Train `start` (G KV heads) to match `source` on the layer's replayed calibration inputs."""
     cal = ctx.calibration
     if cal is None or cal.modules is None or not cal.replay:
-        raise UptrainError("--method refine needs calibration text; pass --calibration-data FILE_OR_HUB_ID")
+        raise SettingError("<method> refine needs calibration text; pass <calibration_data> FILE_OR_HUB_ID")
     modules = cal.modules
     teacher = modules.build(source)
     with torch.no_grad():

