@@ -210,3 +210,21 @@ def _head(shape, plan):
     from uptrain.train.plan import head_activation_bytes, regime
 
     return head_activation_bytes(shape, 2, 64, regime(plan, Parallelism("single")))
+
+
+def test_distillation_adds_the_teachers_forward_and_its_weights(llama2):
+    from train_runs import ROOT as CHECKOUT
+
+    fsdp = CHECKOUT / "configs" / "accelerate" / "fsdp.yaml"
+    result = _plan(llama2, "--accelerate-config", fsdp, "--set", "distill.enabled=true")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    teacher = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096) + ROOT  # the MHA source: 6.74B
+    assert teacher == 6_738_415_616
+    assert plan["memory"]["teacher"] == teacher * 2  # bf16, whole on every GPU
+    compute = plan["compute"]
+    tokens = compute["steps"] * compute["tokens_per_step"]
+    assert compute["flops"] == pytest.approx(6 * N * tokens + 2 * teacher * tokens, rel=1e-12)
+    # its log-softmax at temperature T and its logits join the student's at the head (fp32, fp32, bf16)
+    without = json.loads(_plan(llama2, "--accelerate-config", fsdp).output)["memory"]["activations"]
+    assert plan["memory"]["activations"] - without == TOKENS * 32000 * (4 + 4 + 2)
