@@ -3,7 +3,8 @@
 - training.png: training loss and held-out perplexity against tokens trained, with horizontal lines
   at the source's and the converted model's perplexity;
 - perplexity.png: perplexity of source, converted and uptrained;
-- kv_cache.png: KV-cache bytes per token of each.
+- kv_cache.png: KV-cache bytes per token of each;
+- tasks.png: lm_eval task scores of each (when the report has tasks).
 
 Figures are built with matplotlib.figure.Figure, not pyplot, so no global backend or state is touched.
 Each plot has a builder that returns the Figure (what it shows can be read back from it) and a function
@@ -125,3 +126,26 @@ def perplexity_bars(rows: Sequence[tuple[str, float]], path: Path, title: str = 
 def kv_cache_bars(rows: Sequence[tuple[str, int]], path: Path, title: str = "KV cache per token") -> Path:
     """kv_cache_figure, written to `path` as a PNG."""
     return save_figure(kv_cache_figure(rows, title), path)
+
+
+def task_figure(
+    tasks: Sequence[tuple[str, str]],
+    scores: dict[str, dict[str, dict[str, float]]],
+    title: str = "downstream tasks (lm_eval)",
+) -> Any:
+    """Grouped bars: for each (task, metric), one bar per model (name -> task -> metric -> value)."""
+    fig, ax = _figure(max(6.0, 1.6 * len(tasks) + 2), 4.2)
+    names = list(scores)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = [scores[name].get(task, {}).get(metric, float("nan")) for task, metric in tasks]
+        xs = [t + (i - (len(names) - 1) / 2) * width for t in range(len(tasks))]
+        bars = ax.bar(xs, values, width, label=name, color=ROLE_COLOURS.get(name, "#937860"))
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=7)
+    ax.set_xticks(range(len(tasks)), [f"{task}\n({metric})" for task, metric in tasks])
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return fig
