@@ -52,14 +52,13 @@ def machine(device: str = "cpu") -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Versions from package metadata (nothing is imported); uptrain from its source tree."""
+    """Versions from package metadata (nothing else is imported); uptrain from the installed package."""
     found = {"python": platform.python_version()}
     for name in ("torch", "transformers", "safetensors", "accelerate"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
-    sys.path.insert(0, str(ROOT))
     from uptrain import __version__
 
     found["uptrain"] = __version__

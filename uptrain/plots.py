@@ -3,9 +3,12 @@
 - training.png: training loss and held-out perplexity against tokens trained, with horizontal lines
   at the source's and the converted model's perplexity;
 - perplexity.png: perplexity of source, converted and uptrained;
-- kv_cache.png: KV-cache bytes per token of each.
+- kv_cache.png: KV-cache bytes per token of each;
+- tasks.png: lm_eval task scores of each (when the report has tasks).
 
 Figures are built with matplotlib.figure.Figure, not pyplot, so no global backend or state is touched.
+Each plot has a builder that returns the Figure (what it shows can be read back from it) and a function
+that writes it as a PNG.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ def _figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
     return fig, axes
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a figure as a PNG, atomically (a temporary file renamed into place)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png")
@@ -41,6 +45,16 @@ def training_curves(
     converted_ppl: float | None = None,
     title: str = "",
 ) -> Path:
+    """training_figure, written to `path` as a PNG."""
+    return save_figure(training_figure(records, source_ppl, converted_ppl, title), path)
+
+
+def training_figure(
+    records: Sequence[dict[str, Any]],
+    source_ppl: float | None = None,
+    converted_ppl: float | None = None,
+    title: str = "",
+) -> Any:
     """Loss (left) and held-out perplexity (right, log scale) against tokens, from metrics.jsonl."""
     fig, (loss_ax, ppl_ax) = _figure(11, 4.2, 2)
     train = sorted((r["tokens"], r["loss"]) for r in records if r.get("loss") is not None)
@@ -74,12 +88,10 @@ def training_curves(
         ppl_ax.text(0.5, 0.5, "no held-out evaluation", ha="center", va="center", transform=ppl_ax.transAxes)
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
-def _bars(
-    rows: Sequence[tuple[str, float]], path: Path, ylabel: str, title: str, fmt: str, log: bool
-) -> Path:
+def _bars(rows: Sequence[tuple[str, float]], ylabel: str, title: str, fmt: str, log: bool) -> Any:
     fig, ax = _figure(6, 4.2)
     names = [name for name, _ in rows]
     values = [value for _, value in rows]
@@ -91,16 +103,49 @@ def _bars(
     ax.set_title(title)
     ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3, which="both")
-    return _save(fig, path)
+    return fig
 
 
-def perplexity_bars(rows: Sequence[tuple[str, float]], path: Path, title: str = "perplexity") -> Path:
+def perplexity_figure(rows: Sequence[tuple[str, float]], title: str = "perplexity") -> Any:
     """One bar per model (role, perplexity); a log scale when they span more than 10x."""
     values = [v for _, v in rows]
     log = bool(values) and min(values) > 0 and max(values) / min(values) > 10
-    return _bars(rows, path, "perplexity" + (" (log scale)" if log else ""), title, "{:,.2f}", log)
+    return _bars(rows, "perplexity" + (" (log scale)" if log else ""), title, "{:,.2f}", log)
+
+
+def kv_cache_figure(rows: Sequence[tuple[str, int]], title: str = "KV cache per token") -> Any:
+    """One bar per model (role, KV-cache bytes per token)."""
+    return _bars(rows, "bytes per token", title, "{:,.0f} B", False)
+
+
+def perplexity_bars(rows: Sequence[tuple[str, float]], path: Path, title: str = "perplexity") -> Path:
+    """perplexity_figure, written to `path` as a PNG."""
+    return save_figure(perplexity_figure(rows, title), path)
 
 
 def kv_cache_bars(rows: Sequence[tuple[str, int]], path: Path, title: str = "KV cache per token") -> Path:
-    """One bar per model (role, KV-cache bytes per token)."""
-    return _bars(rows, path, "bytes per token", title, "{:,.0f} B", False)
+    """kv_cache_figure, written to `path` as a PNG."""
+    return save_figure(kv_cache_figure(rows, title), path)
+
+
+def task_figure(
+    tasks: Sequence[tuple[str, str]],
+    scores: dict[str, dict[str, dict[str, float]]],
+    title: str = "downstream tasks (lm_eval)",
+) -> Any:
+    """Grouped bars: for each (task, metric), one bar per model (name -> task -> metric -> value)."""
+    fig, ax = _figure(max(6.0, 1.6 * len(tasks) + 2), 4.2)
+    names = list(scores)
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = [scores[name].get(task, {}).get(metric, float("nan")) for task, metric in tasks]
+        xs = [t + (i - (len(names) - 1) / 2) * width for t in range(len(tasks))]
+        bars = ax.bar(xs, values, width, label=name, color=ROLE_COLOURS.get(name, "#937860"))
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2, fontsize=7)
+    ax.set_xticks(range(len(tasks)), [f"{task}\n({metric})" for task, metric in tasks])
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    return fig

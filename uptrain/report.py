@@ -14,11 +14,17 @@ from typing import Any
 
 from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.errors import UptrainError
-from uptrain.plots import kv_cache_bars, perplexity_bars, training_curves
+from uptrain.plots import kv_cache_figure, perplexity_figure, save_figure, task_figure, training_figure
+from uptrain.task_table import task_columns, task_markdown
 from uptrain.units import format_bytes
 
 ROLES = ("source", "converted", "uptrained")
-PLOT_FILES = {"training": "training.png", "perplexity": "perplexity.png", "kv_cache": "kv_cache.png"}
+PLOT_FILES = {
+    "training": "training.png",
+    "perplexity": "perplexity.png",
+    "kv_cache": "kv_cache.png",
+    "tasks": "tasks.png",
+}
 _SHARED_KEYS = (
     "dataset",
     "dataset_config",
@@ -76,31 +82,38 @@ def build_report(
     }
 
 
-def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path) -> dict[str, Path]:
-    """training.png, perplexity.png and kv_cache.png in `out`."""
+def plot_figures(report: dict[str, Any], metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of training.png, perplexity.png, kv_cache.png and, when the models were scored on
+    lm_eval tasks, tasks.png (keys as PLOT_FILES)."""
     by_role = {m["role"]: m for m in report["models"]}
     conversion = report.get("conversion") or {}
     heads = f"{conversion.get('kv_heads_before', '?')} -> {conversion.get('kv_heads_after', '?')} KV heads"
     where = report.get("source") or report.get("dataset") or "held-out text"
-    return {
-        "training": training_curves(
+    figures = {
+        "training": training_figure(
             metrics,
-            out / PLOT_FILES["training"],
             by_role["source"]["perplexity"],
             by_role["converted"]["perplexity"],
             title=f"uptraining after {heads} ({conversion.get('method', '?')}); perplexity on {where}",
         ),
-        "perplexity": perplexity_bars(
+        "perplexity": perplexity_figure(
             [(r, by_role[r]["perplexity"]) for r in ROLES],
-            out / PLOT_FILES["perplexity"],
             title=f"perplexity on {report.get('tokens', 0):,} tokens",
         ),
-        "kv_cache": kv_cache_bars(
-            [(r, by_role[r]["kv_bytes_per_token"]) for r in ROLES],
-            out / PLOT_FILES["kv_cache"],
-            title="KV-cache bytes per token",
+        "kv_cache": kv_cache_figure(
+            [(r, by_role[r]["kv_bytes_per_token"]) for r in ROLES], title="KV-cache bytes per token"
         ),
     }
+    tasks = task_columns([by_role[r].get("tasks") for r in ROLES])
+    if tasks:
+        figures["tasks"] = task_figure(tasks, {r: by_role[r].get("tasks") or {} for r in ROLES})
+    return figures
+
+
+def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """training.png, perplexity.png, kv_cache.png (and tasks.png) in `out`."""
+    figures = plot_figures(report, metrics)
+    return {name: save_figure(fig, out / PLOT_FILES[name]) for name, fig in figures.items()}
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -134,6 +147,13 @@ def report_markdown(report: dict[str, Any]) -> str:
         f"- uptrained vs source: {ratio['uptrained_over_source']:.3g}x.",
         "",
     ]
+    models = report["models"]
+    tasks = task_markdown([m["role"] for m in models], [m.get("tasks") for m in models])
+    if tasks:
+        s = report.get("settings") or {}
+        shots = "each task's default" if s.get("num_fewshot") is None else s["num_fewshot"]
+        limit = f", at most {s['limit']:g} examples per task" if s.get("limit") else ""
+        lines += ["## Downstream tasks (lm_eval)", "", *tasks, "", f"Few-shot: {shots}{limit}.", ""]
     for name, file in (report.get("plots") or {}).items():
         lines.append(f"![{name}]({file})")
     return "\n".join(lines).rstrip() + "\n"

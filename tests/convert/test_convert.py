@@ -104,21 +104,34 @@ def test_dtype_conversion(tiny_llama, tmp_path, dtype, torch_dtype):
     assert model.dtype == torch_dtype
 
 
-def test_bf16_pooling_accumulates_in_fp32(tmp_path):
-    """Large bf16 weights whose sum overflows bf16/fp16 range must still pool to their true mean."""
+def test_bf16_pooling_near_bf16_max_is_the_float64_mean(tmp_path):
+    """bf16 weights near bf16's largest finite value (3.39e38), distinct per head and per element: their
+    sum overflows float32 (max 3.40e38) and bf16 alike, so only a wider accumulation gives the mean."""
+    from safetensors.torch import save_file
     from tiny_models import build_tiny
 
-    src = build_tiny("llama", tmp_path / "src", kv_heads=8, dtype=torch.float16)
+    src = build_tiny("llama", tmp_path / "src", kv_heads=8, dtype=torch.bfloat16)
     state = load_file(src / "model.safetensors")
-    big = torch.full_like(state[K], 60000.0)  # fp16 max is 65504: a sum of two overflows
-    state[K] = big
-    from safetensors.torch import save_file
-
+    heads = 8
+    base = torch.linspace(3.3e38, 2.6e38, heads, dtype=torch.float64).reshape(heads, 1, 1)
+    seeded = torch.Generator().manual_seed(0)
+    wobble = 1 - torch.rand(heads, 8, 64, generator=seeded, dtype=torch.float64) / 16
+    state[K] = (base * wobble).reshape(64, 64).to(torch.bfloat16)
     save_file(state, src / "model.safetensors", metadata={"format": "pt"})
+
     convert_checkpoint(open_source(src), tmp_path / "o", ConvertSection(groups=1))
     pooled = state_of(tmp_path / "o")[K]
-    assert torch.isfinite(pooled).all()
-    assert torch.equal(pooled, torch.full((8, 64), 60000.0, dtype=torch.float16))
+
+    per_head = state[K].reshape(heads, 8, 64)
+    total = torch.zeros(8, 64, dtype=torch.float64)
+    for h in range(heads):  # exact: 8 bf16 values (8-bit significands) of one binade fit float64's 53 bits
+        total += per_head[h].double()
+    expected = (total / heads).to(torch.bfloat16)  # one rounding, of the exact mean
+    assert torch.isfinite(expected).all() and expected.abs().min() > 2e38
+    assert torch.isinf(per_head.float().sum(dim=0)).all()  # a float32 accumulation overflows...
+    assert torch.isinf(per_head.sum(dim=0)).all()  # ...and so does a bf16 one
+    assert pooled.dtype == torch.bfloat16
+    assert torch.equal(pooled, expected)
 
 
 def test_gqa_source_reduced_further(tmp_path):

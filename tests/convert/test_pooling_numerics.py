@@ -2,9 +2,9 @@
 KV-sized norms, per-head norms; separate, fused and Conv1D layouts) comes out as its true mean, not inf.
 
 bf16 has float32's exponent range, so a float32 sum of a few bf16 weights near bf16's maximum overflows;
-the converter accumulates in float64.
-tests/convert/test_convert.py::test_bf16_pooling_accumulates_in_fp32 covers
-fp16 (whose maximum, 65504, a float32 sum never reaches)."""
+the converter accumulates in float64. Distinct values near bf16's maximum, against a float64 mean:
+tests/convert/test_convert.py::test_bf16_pooling_near_bf16_max_is_the_float64_mean; the pooling math
+alone: tests/convert/test_pooling.py."""
 
 from __future__ import annotations
 

@@ -68,3 +68,20 @@ def test_decode_after_a_random_prefill_continues_from_the_context(tmp_path):
     assert result.tokens_per_s == pytest.approx(2 * 4 / result.seconds)
     with pytest.raises(UptrainError, match="exceeds the model's 128 positions"):
         decode_throughput(model, context=120, new_tokens=8, prefill="random")
+
+
+@pytest.mark.parametrize("prefill", ["model", "random"])
+def test_decode_uses_the_current_cache_argument(tmp_path, prefill, capfd):
+    """transformers 5.x deprecates forward(past_key_values=...) (FutureWarning: removed in 5.40) and
+    logs a notice when an output's .past_key_values is read; the benchmark and the KV-cache
+    measurement must do neither, so a minor transformers release cannot break `uptrain eval`."""
+    import warnings
+
+    model = load(build_tiny("llama", tmp_path / "m", kv_heads=2))
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = decode_throughput(model, batch=1, context=8, new_tokens=3, prefill=prefill)
+        kv_cost(model, batch=1, context=8)
+    assert len(result.generated[0]) == 5
+    assert "deprecated" not in capfd.readouterr().err

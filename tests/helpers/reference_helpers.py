@@ -20,7 +20,10 @@ MINI_TOKENS_PER_STEP = 2 * 32
 
 
 def load_script(name: str) -> ModuleType:
-    """A module from scripts/ (which is not a package), imported by path."""
+    """A module from scripts/ (which is not a package), imported by path; scripts/ goes on sys.path, as
+    `python scripts/NAME.py` puts it, so that the scripts' imports of each other resolve."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")

@@ -90,3 +90,27 @@ def logged_step(out) -> int:
         json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.endswith("}")
     ]
     return max(steps, default=0)
+
+
+ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+
+
+def launch_command(out: Path, accelerate_config: str, *assignments: str, resume: bool = False) -> list[str]:
+    """`accelerate launch --config_file configs/accelerate/NAME -m uptrain train ...` (two CPU processes)."""
+    launcher = [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS / accelerate_config),
+    ]
+    return [sys.executable, *launcher, *train_command(out, *assignments, resume=resume)[1:]]
+
+
+def launch_subprocess(out: Path, accelerate_config: str, *assignments: str, resume: bool = False):
+    return subprocess.run(
+        launch_command(out, accelerate_config, *assignments, resume=resume),
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

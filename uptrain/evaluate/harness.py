@@ -1,6 +1,7 @@
 """lm-evaluation-harness style metrics, computed like its wikitext task.
 
-Each document is tokenized without special tokens and scored by `loglikelihood_rolling`: disjoint
+Each document is tokenized as the harness's HFLM does (the tokenizer's own special tokens) and scored
+on its own by `loglikelihood_rolling`: disjoint
 windows of `window` targets over `[prefix] + tokens`, where the prefix is the tokenizer's BOS token
 (EOS when it has none), as the harness's HFLM does. The document log-likelihoods are then
 aggregated over words and bytes of the original text (the task's process_results):
@@ -9,9 +10,9 @@ aggregated over words and bytes of the original text (the task's process_results
     byte_perplexity = exp(-sum(loglikelihood) / sum(bytes))   bytes = len(doc.encode("utf-8"))
     bits_per_byte   = -sum(loglikelihood) / sum(bytes) / ln 2
 
-Differences from `lm_eval --tasks wikitext`: the harness scores EleutherAI/wikitext_document_level
-(one document per article) after its wikitext detokenizer; here the text is scored as it is, and the
-caller decides what a document is (`uptrain eval` passes its whole evaluated text as one document).
+A document is a HarnessDocument (uptrain.evaluate.documents): the scored text and the original text
+that words and bytes are counted on, which differ under the wikitext task's detokenizer. Tested equal
+to lm_eval's own HFLM and task on the same documents (tests/test_evaluate_lm_eval.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from uptrain.errors import UptrainError
+from uptrain.evaluate.documents import HarnessDocument
 from uptrain.evaluate.scoring import Progress, score_windows
 from uptrain.evaluate.windows import Window, rolling_windows
 
@@ -78,33 +80,43 @@ def prefix_token_id(tokenizer: Any) -> int:
     raise ValueError("the tokenizer has neither a BOS nor an EOS token to condition the first window on")
 
 
+def harness_tokens(tokenizer: Any, text: str, prefix: int) -> list[int]:
+    """A document's tokens as lm_eval's HFLM.tok_encode makes them: the tokenizer's own special tokens
+    (none for most, BOS for some), left out when the text already starts with the prefix token."""
+    special = not text.startswith(tokenizer.decode([prefix]))
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
 def harness_metrics(
     model: Any,
     tokenizer: Any,
-    documents: str | Sequence[str],
+    documents: str | Sequence[str] | Sequence[HarnessDocument],
     window: int,
     batch_size: int = 4,
     progress: Progress | None = None,
 ) -> HarnessResult:
-    """Rolling log-likelihood of each document in disjoint windows of `window` tokens, aggregated
-    into word perplexity, byte perplexity and bits per byte."""
-    documents = [documents] if isinstance(documents, str) else list(documents)
-    if not any(d.strip() for d in documents):
+    """Rolling log-likelihood of each document on its own, in disjoint windows of `window` tokens
+    after the prefix token, aggregated into word perplexity, byte perplexity and bits per byte over
+    the words and bytes of each document's original text."""
+    if isinstance(documents, str):
+        documents = [documents]
+    docs = [d if isinstance(d, HarnessDocument) else HarnessDocument(d, d) for d in documents]
+    if not any(d.scored.strip() for d in docs):
         raise UptrainError("the text is empty; point --dataset at a file or split with text in it")
     prefix = prefix_token_id(tokenizer)
     sequences: list[int] = []
     windows: list[Window] = []
-    for document in documents:
-        tokens = list(tokenizer(document, add_special_tokens=False)["input_ids"])
+    for document in docs:
+        tokens = harness_tokens(tokenizer, document.scored, prefix)
         windows += rolling_windows(len(tokens), window, offset=len(sequences))
         sequences += [prefix, *tokens]
     ids = torch.tensor(sequences, dtype=torch.long)
     scores = score_windows(model, ids, windows, batch_size=batch_size, progress=progress)
     return harness_aggregate(
         loglikelihood=-scores.total_nll,
-        words=sum(count_words(d) for d in documents),
-        n_bytes=sum(count_bytes(d) for d in documents),
+        words=sum(count_words(d.original) for d in docs),
+        n_bytes=sum(count_bytes(d.original) for d in docs),
         tokens=scores.total_targets,
-        documents=len(documents),
+        documents=len(docs),
         window=window,
     )

@@ -9,11 +9,13 @@ from typing import Any
 
 import torch
 
-from uptrain.data import join_documents
+from uptrain.data import DOCUMENT_SEPARATOR, join_documents
 from uptrain.errors import UptrainError
 from uptrain.evaluate.checkpoints import Checkpoint, check_vocabulary, shared_tokens
 from uptrain.evaluate.decode import DecodeResult, KVCost, decode_throughput, kv_cost
+from uptrain.evaluate.documents import check_treatment, documents_within, harness_documents
 from uptrain.evaluate.harness import HarnessResult, harness_metrics
+from uptrain.evaluate.tasks import TaskSettings, check_tasks, run_tasks
 from uptrain.evaluate.token_perplexity import (
     PerplexityResult,
     check_window_fits,
@@ -38,6 +40,20 @@ class EvalSettings:
     kv_context: int = 2048
     decode_bench: bool = False
     decode_tokens: int = 32
+    detokenize: str = "none"  # harness documents as they are, or "wikitext" (lm_eval's wikitext task)
+    tasks: tuple[str, ...] = ()  # lm_eval task names
+    num_fewshot: int | None = None
+    limit: float | None = None
+    include_path: str | None = None
+
+    def task_settings(self) -> TaskSettings:
+        return TaskSettings(
+            tasks=tuple(self.tasks),
+            num_fewshot=self.num_fewshot,
+            limit=self.limit,
+            batch_size=self.batch_size,
+            include_path=self.include_path,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,7 @@ class ModelEvaluation:
     decode: DecodeResult | None = None
     decode_speedup: float | None = None  # decode tokens/s relative to the first model
     path: str | None = None  # where it was loaded from
+    tasks: dict[str, dict[str, float]] | None = None  # lm_eval task -> metric -> value
 
     def to_dict(self) -> dict[str, Any]:
         h = self.harness
@@ -69,6 +86,7 @@ class ModelEvaluation:
             "kv_bytes": self.kv.bytes,
             "decode_tokens_per_s": self.decode.tokens_per_s if self.decode else None,
             "decode_speedup": self.decode_speedup,
+            "tasks": self.tasks,
             "details": {
                 "perplexity": self.perplexity.to_dict(),
                 "harness": h.to_dict() if h else None,
@@ -124,12 +142,13 @@ def evaluate_model(
     model: Any,
     tokenizer: Any,
     ids: torch.Tensor,
-    text: str,
+    documents: str | Sequence[str],
     settings: EvalSettings,
     progress: StageProgress | None = None,
 ) -> ModelEvaluation:
-    """Every metric of one loaded model on already tokenized ids (and the text they cover).
-    `settings.window` and `settings.stride` must be resolved."""
+    """Every metric of one loaded model on already tokenized ids and the documents they cover (a
+    string is one document); the harness metrics score each document on its own, the lm_eval tasks
+    run on the model as it is. `settings.window` and `settings.stride` must be resolved."""
     check_vocabulary(model, ids, name)
     check_window_fits(model, settings.window, name)
 
@@ -141,9 +160,16 @@ def evaluate_model(
     )
     harness = None
     if settings.harness:
+        listed = [documents] if isinstance(documents, str) else documents
+        docs = harness_documents(listed, settings.detokenize)
         harness = harness_metrics(
-            model, tokenizer, text, settings.window, settings.batch_size, stage("word/byte perplexity")
+            model, tokenizer, docs, settings.window, settings.batch_size, stage("word/byte perplexity")
         )
+    tasks = None
+    if settings.tasks:
+        if progress:
+            progress(f"{name}: lm_eval {','.join(settings.tasks)}", 0, 1)
+        tasks = run_tasks(model, tokenizer, settings.task_settings())
     decode = None
     if settings.decode_bench:
         if progress:
@@ -157,6 +183,7 @@ def evaluate_model(
         kv=kv_cost(model, settings.kv_batch, settings.kv_context),
         harness=harness,
         decode=decode,
+        tasks=tasks,
     )
 
 
@@ -181,6 +208,8 @@ def resolve_window(settings: EvalSettings, configs: Sequence[Any]) -> EvalSettin
         if value < 1:
             raise UptrainError(f"{flag} {value} must be at least 1")
     check_device(settings.device)
+    check_treatment(settings.detokenize)
+    check_tasks(settings.task_settings())
     return replace(settings, window=window, stride=stride)
 
 
@@ -213,14 +242,16 @@ def evaluate_checkpoints(
     the baseline for decode speedups."""
     if not checkpoints:
         raise UptrainError("name at least one MODEL to evaluate")
-    text = texts if isinstance(texts, str) else join_documents(texts)
+    documents = [texts] if isinstance(texts, str) else list(texts)
+    text = join_documents(documents)
     settings = resolve_window(settings, [c.config() for c in checkpoints])
     tokenizer, ids, covered = shared_tokens(checkpoints, text, settings.max_tokens, tokenizer)
+    documents = documents_within(documents, covered, DOCUMENT_SEPARATOR)
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     results = []
     for checkpoint in checkpoints:
         model = checkpoint.load_model(settings.dtype, device)
-        result = evaluate_model(checkpoint.name, model, tokenizer, ids, covered, settings, progress)
+        result = evaluate_model(checkpoint.name, model, tokenizer, ids, documents, settings, progress)
         results.append(replace(result, path=str(checkpoint.path)))
         del model
         gc.collect()
@@ -236,11 +267,12 @@ def evaluate_models(
     progress: StageProgress | None = None,
 ) -> EvalReport:
     """The same report for models already in memory (name -> model), sharing one tokenizer."""
-    text = texts if isinstance(texts, str) else join_documents(texts)
+    documents = [texts] if isinstance(texts, str) else list(texts)
     settings = resolve_window(settings, [m.config for m in models.values()])
-    ids, covered = shared_tokens([], text, settings.max_tokens, tokenizer)[1:]
+    ids, covered = shared_tokens([], join_documents(documents), settings.max_tokens, tokenizer)[1:]
+    documents = documents_within(documents, covered, DOCUMENT_SEPARATOR)
     results = [
-        evaluate_model(name, model, tokenizer, ids, covered, settings, progress)
+        evaluate_model(name, model, tokenizer, ids, documents, settings, progress)
         for name, model in models.items()
     ]
     return EvalReport(dataset or {}, settings, int(ids.numel()), _with_speedups(results))

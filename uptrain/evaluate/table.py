@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from uptrain.evaluate.report import EvalReport
+from uptrain.task_table import task_columns
 
 
 def _human_bytes(n: float) -> str:
@@ -24,6 +25,8 @@ def report_table(report: EvalReport) -> tuple[list[str], list[list[str]]]:
     headers.append(f"KV {s.kv_batch}x{s.kv_context}")
     if s.decode_bench:
         headers += ["decode tok/s", "speedup"]
+    tasks = task_columns([m.tasks for m in report.models])
+    headers += [f"{task} {metric}" for task, metric in tasks]
     rows = []
     for m in report.models:
         h = m.harness
@@ -42,6 +45,9 @@ def report_table(report: EvalReport) -> tuple[list[str], list[list[str]]]:
                 f"{m.decode.tokens_per_s:.1f}" if m.decode else "-",
                 f"{m.decode_speedup:.2f}x" if m.decode_speedup is not None else "-",
             ]
+        for task, metric in tasks:
+            value = (m.tasks or {}).get(task, {}).get(metric)
+            row.append(f"{value:.4f}" if value is not None else "-")
         rows.append(row)
     return headers, rows
 
@@ -54,12 +60,17 @@ def title(report: EvalReport) -> str:
 
 def caption(report: EvalReport) -> str:
     s = report.settings
+    treated = " after the wikitext detokenizer" if s.detokenize == "wikitext" else ""
     text = (
-        "perplexity per token (sliding window); word/byte perplexity and bits/byte as lm-eval's "
-        f"wikitext; KV cache per token and for batch {s.kv_batch} x {s.kv_context} tokens"
+        "perplexity per token (sliding window); word/byte perplexity and bits/byte as lm_eval's "
+        f"rolling loglikelihood, each document alone{treated}; KV cache per token and for batch "
+        f"{s.kv_batch} x {s.kv_context} tokens"
     )
     if s.decode_bench:
         text += "; decode tokens/s at that batch and context, relative to the first model"
+    if s.tasks:
+        shots = "each task's default" if s.num_fewshot is None else str(s.num_fewshot)
+        text += f"; lm_eval tasks ({shots} few-shot" + (f", limit {s.limit:g}" if s.limit else "") + ")"
     return text + "."
 
 

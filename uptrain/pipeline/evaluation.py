@@ -20,8 +20,9 @@ import torch
 
 from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
 from uptrain.config import DataSection, UptrainConfig
-from uptrain.data import TextSource, join_documents, load_documents
+from uptrain.data import DOCUMENT_SEPARATOR, TextSource, join_documents, load_documents
 from uptrain.evaluate import EvalReport, EvalSettings, evaluate_model, tokenize_text
+from uptrain.evaluate.documents import documents_within
 from uptrain.evaluate.report import resolve_window
 from uptrain.train.corpus import load_corpus, text_source
 from uptrain.train.run_dir import RunDir
@@ -33,6 +34,7 @@ class EvalTokens:
     text: str  # the text they cover ("" for held-out blocks)
     settings: EvalSettings  # window/stride fixed for blocks; else resolved per model
     dataset: dict[str, Any]  # what the tokens are, for the report
+    documents: tuple[str, ...] = ()  # the documents the tokens cover (harness metrics score each alone)
 
     @property
     def sha256(self) -> str:
@@ -50,6 +52,11 @@ def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     return inputs
 
 
+def task_settings(cfg: UptrainConfig) -> Any:
+    """report.tasks as the TaskSettings that every model of the run is scored with."""
+    return _settings(cfg).task_settings()
+
+
 def _settings(cfg: UptrainConfig) -> EvalSettings:
     r = cfg.report
     return EvalSettings(
@@ -61,6 +68,11 @@ def _settings(cfg: UptrainConfig) -> EvalSettings:
         harness=r.harness,
         kv_batch=1,
         kv_context=r.kv_context,
+        detokenize=r.detokenize,
+        tasks=tuple(r.tasks.names),
+        num_fewshot=r.tasks.num_fewshot,
+        limit=r.tasks.limit,
+        include_path=r.tasks.include_path,
     )
 
 
@@ -84,15 +96,16 @@ def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTo
     r = cfg.report
     data = DataSection(dataset=r.dataset, config=r.dataset_config, split=r.split, text_column=r.text_column)
     source: TextSource = text_source(data, r.split, run.data)
-    text = join_documents(load_documents(source))
-    ids, covered = tokenize_text(tokenizer, text, r.max_tokens)
+    documents = load_documents(source)
+    ids, covered = tokenize_text(tokenizer, join_documents(documents), r.max_tokens)
     dataset = {
         "dataset": r.dataset,
         "dataset_config": None if source.is_local else r.dataset_config,
         "split": r.split,
         "source": source.describe(),
     }
-    return EvalTokens(ids, covered, settings, dataset)
+    within = tuple(documents_within(documents, covered, DOCUMENT_SEPARATOR))
+    return EvalTokens(ids, covered, settings, dataset, within)
 
 
 def evaluate_checkpoint(
@@ -104,7 +117,8 @@ def evaluate_checkpoint(
     model = load_causal_lm(path, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code)
     try:
         settings = resolve_window(settings, [model.config])
-        result = evaluate_model(role, model, tokenizer, tokens.ids, tokens.text, settings)
+        documents = list(tokens.documents) or tokens.text
+        result = evaluate_model(role, model, tokenizer, tokens.ids, documents, settings)
     finally:
         del model
         gc.collect()

@@ -36,6 +36,7 @@ from uptrain.pipeline.evaluation import (
     evaluation_inputs,
     evaluation_tokens,
     run_tokenizer,
+    task_settings,
 )
 from uptrain.pipeline.manifest import (
     STARTED,
@@ -45,6 +46,7 @@ from uptrain.pipeline.manifest import (
     checkpoint_identity,
     file_identity,
 )
+from uptrain.pipeline.model_config import check_before_writing
 from uptrain.report import PLOT_FILES
 from uptrain.train.checkpoints import latest_checkpoint
 from uptrain.train.run_dir import RESUMABLE_CHANGES, RunDir, changed_keys
@@ -67,9 +69,11 @@ def check_run_config(cfg: UptrainConfig) -> None:
             "uptrain run converts first: set model.convert (groups, and source or model.tiny); "
             "to uptrain an already converted checkpoint, use uptrain train"
         )
+    from uptrain.evaluate.tasks import check_tasks
     from uptrain.pipeline.student import check_convert_method
 
     check_convert_method(cfg.model.convert)
+    check_tasks(task_settings(cfg))  # lm_eval installed, task names known, before anything is written
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:
@@ -118,7 +122,8 @@ def plan_stages(cfg: UptrainConfig) -> dict[str, Stage]:
     )
     stages = [convert, evaluate("source", convert), evaluate("converted", convert), train]
     stages.append(evaluate("uptrained", train))
-    plots = list(PLOT_FILES.values()) if cfg.report.plots else []
+    drawn = [k for k in PLOT_FILES if k != "tasks" or cfg.report.tasks.names] if cfg.report.plots else []
+    plots = [PLOT_FILES[k] for k in drawn]
     report = Stage(
         "report",
         {
@@ -243,11 +248,10 @@ class Pipeline:
             role: json.loads((self.run.root / "evaluation" / f"{role}.json").read_text()) for role in ROLES
         }
         extra = {"output": str(self.run.root), "model": self.cfg.model.convert.source or "model.tiny"}
-        if self.cfg.report.plots:
-            extra["plots"] = dict(PLOT_FILES)
         report = build_report(evaluations, read_provenance(self.run.final), extra)
         if self.cfg.report.plots:
-            draw_plots(report, read_metrics(self.run.metrics), self.run.root)
+            drawn = draw_plots(report, read_metrics(self.run.metrics), self.run.root)
+            report["plots"] = {name: PLOT_FILES[name] for name in drawn}
         write_report(report, self.run.root)
         return {}
 
@@ -272,6 +276,7 @@ class Pipeline:
     def __call__(self) -> RunOutcome:
         root = self.run.root
         check_training_conflict(self.cfg, self.run, self.manifests, self.stages["train"])
+        check_before_writing(self.cfg)
         if "push" in self.stages and not self.manifests.up_to_date(self.stages["push"]):
             check_push_possible(self.cfg)
         root.mkdir(parents=True, exist_ok=True)  # only once the checks passed: a mistake leaves nothing

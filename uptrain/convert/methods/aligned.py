@@ -17,7 +17,7 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
-from uptrain.convert.methods.metric import calibrated_setup, split_bias
+from uptrain.convert.methods.grouped import grouped_layer
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 ITERATIONS = 4
@@ -45,39 +45,26 @@ def align_rotations(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def aligned_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> AttentionWeights:
-    setup = calibrated_setup(attn, ctx, "aligned")
-    metric, pairs, per_kv = setup.metric, setup.pairs, setup.heads_per_kv
-    kv, hd = attn.kv_heads, attn.k.shape[1]
-    r = kv // groups
-    kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys, values, queries = (
-        setup.rows(attn.k, attn.k_bias),
-        setup.rows(attn.v, attn.v_bias),
-        setup.rows(attn.q, attn.q_bias),
-    )
-    o = attn.o.double().clone()
+    layer = grouped_layer(attn, groups, ctx, "aligned")
+    metric, pairs, per_kv = layer.setup.metric, layer.setup.pairs, layer.setup.heads_per_kv
+    kb, vb, _ = layer.has_bias
+    keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
     lk, lv = metric.factor(kb), metric.factor(vb)
     plain = pairs.plain
 
-    new_k = keys.new_zeros(groups, hd, keys.shape[-1])
-    new_v = values.new_zeros(groups, hd, values.shape[-1])
-    for g in range(groups):
-        hs, qs = slice(g * r, (g + 1) * r), slice(g * r * per_kv, (g + 1) * r * per_kv)
+    for group in layer:
+        g, hs, qs = group.index, group.heads, group.queries
         if pairs.count:
             merged, c = align_phases(complex_rows(keys[hs], pairs) @ lk.to(torch.complex128))
-            new_k[g] = with_complex_rows(new_k[g], pairs, metric.to_rows(merged, kb))
+            layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(merged, kb))
             # head h's keys ~ conj(c_h) merged, so its queries take conj(conj(c_h)) = c_h
             queries[qs] = scale_pairs(queries[qs], pairs, c.repeat_interleave(per_kv, 0))
         if plain.numel():
             merged, rotations = align_rotations(keys[hs][:, plain] @ lk)
-            new_k[g, plain] = metric.to_rows(merged, kb)
+            layer.new_k[g, plain] = metric.to_rows(merged, kb)
             # keys_h ~ R_h^T merged: queries q -> R_h q
             queries[qs, plain] = rotations.repeat_interleave(per_kv, 0) @ queries[qs, plain]
         merged, rotations = align_rotations(values[hs] @ lv)
-        new_v[g] = metric.to_rows(merged, vb)
+        layer.new_v[g] = metric.to_rows(merged, vb)
         o[:, qs] = torch.einsum("oid,ied->oie", o[:, qs], rotations.repeat_interleave(per_kv, 0))
-
-    q, q_bias = split_bias(queries, qb)
-    k, k_bias = split_bias(new_k, kb)
-    v, v_bias = split_bias(new_v, vb)
-    return attn.replace(q=q, q_bias=q_bias, k=k, k_bias=k_bias, v=v, v_bias=v_bias, o=o).to(attn.k.dtype)
+    return layer.result()

@@ -24,14 +24,8 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
-from uptrain.convert.methods.metric import (
-    CalibratedMetric,
-    LayerSetup,
-    calibrated_setup,
-    shared_basis,
-    split_bias,
-    sqrtm_psd,
-)
+from uptrain.convert.methods.grouped import grouped_layer
+from uptrain.convert.methods.metric import CalibratedMetric, shared_basis, sqrtm_psd
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 TINY = 1e-30
@@ -88,18 +82,13 @@ def fit_layer(
     output_aware: bool = True,
     mixed_values: bool = True,
 ) -> AttentionWeights:
-    setup: LayerSetup = calibrated_setup(attn, ctx, "fit")
+    layer = grouped_layer(attn, groups, ctx, "fit")
+    setup = layer.setup
     metric, pairs, per_kv = setup.metric, setup.pairs, setup.heads_per_kv
     value_metric = setup.mixed if mixed_values else metric
     kv, hd = attn.kv_heads, attn.k.shape[1]
-    r = kv // groups
-    kb, vb, qb = attn.k_bias is not None, attn.v_bias is not None, attn.q_bias is not None
-    keys, values, queries = (
-        setup.rows(attn.k, attn.k_bias),
-        setup.rows(attn.v, attn.v_bias),
-        setup.rows(attn.q, attn.q_bias),
-    )
-    o = attn.o.double().clone()
+    kb, vb, qb = layer.has_bias
+    keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
     lk, lv = metric.factor(kb), value_metric.factor(vb)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
     q_moments = _query_second_moments(queries, qb, metric, attn.kv_heads) if query_aware else eye
@@ -109,26 +98,20 @@ def fit_layer(
     pair_weights = pair_weights + 1e-12 * pair_weights.mean().clamp_min(TINY)
     plain = pairs.plain
 
-    new_k = keys.new_zeros(groups, hd, keys.shape[-1])
-    new_v = values.new_zeros(groups, hd, values.shape[-1])
-    for g in range(groups):
-        hs, qs = slice(g * r, (g + 1) * r), slice(g * r * per_kv, (g + 1) * r * per_kv)
+    for group in layer:
+        g, hs, qs = group.index, group.heads, group.queries
         if pairs.count:
             z = complex_rows(keys[hs], pairs) @ lk.to(torch.complex128)
             shared, scales = rank_one_pairs(z, pair_weights[hs])
-            new_k[g] = with_complex_rows(new_k[g], pairs, metric.to_rows(shared, kb))
+            layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(shared, kb))
             queries[qs] = scale_pairs(queries[qs], pairs, scales.conj().repeat_interleave(per_kv, 0))
         if plain.numel():
             blocks = keys[hs][:, plain] @ lk
             weights = sqrtm_psd(q_moments[hs][:, plain[:, None], plain])
             shared, maps = subspace_fit(blocks, weights)
-            new_k[g, plain] = metric.to_rows(shared, kb)
+            layer.new_k[g, plain] = metric.to_rows(shared, kb)
             queries[qs, plain] = maps.mT.repeat_interleave(per_kv, 0) @ queries[qs, plain]
         shared, maps = subspace_fit(values[hs] @ lv, sqrtm_psd(o_grams[hs]))
-        new_v[g] = value_metric.to_rows(shared, vb)
+        layer.new_v[g] = value_metric.to_rows(shared, vb)
         o[:, qs] = torch.einsum("oid,ide->oie", o[:, qs], maps.repeat_interleave(per_kv, 0))
-
-    q, q_bias = split_bias(queries, qb)
-    k, k_bias = split_bias(new_k, kb)
-    v, v_bias = split_bias(new_v, vb)
-    return attn.replace(q=q, q_bias=q_bias, k=k, k_bias=k_bias, v=v, v_bias=v_bias, o=o).to(attn.k.dtype)
+    return layer.result()
