@@ -228,3 +228,26 @@ def test_distillation_adds_the_teachers_forward_and_its_weights(llama2):
     # its log-softmax at temperature T and its logits join the student's at the head (fp32, fp32, bf16)
     without = json.loads(_plan(llama2, "--accelerate-config", fsdp).output)["memory"]["activations"]
     assert plan["memory"]["activations"] - without == TOKENS * 32000 * (4 + 4 + 2)
+
+
+def test_qlora_on_one_24gb_gpu_counts_adapters_full_kv_and_4bit_weights(llama2):
+    """train.lora rank 16 with load_in_4bit, by hand: adapters r x (in + out) on q, o (4096 -> 4096) and
+    gate, up (4096 -> 11008), down (11008 -> 4096) of 32 layers; the new K/V (GQA-8: 4096 -> 1024) trained
+    in full, held twice (frozen original and peft's trained copy); q, o and the MLP in NF4."""
+    result = _plan(
+        llama2,
+        *("--set", "train.lora={rank: 16, load_in_4bit: true}"),
+        *("--set", "train.per_device_batch=1", "--set", "train.grad_accum=128", "--device-memory", "24GB"),
+    )
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    adapters = 32 * 16 * (2 * (4096 + 4096) + 3 * (4096 + 11008))
+    kv = 32 * 2 * 4096 * 1024
+    quantized = 32 * (2 * 4096 * 4096 + 3 * 4096 * 11008)
+    assert plan["model"]["params"] == N + adapters
+    assert plan["model"]["trainable"] == adapters + kv
+    memory = plan["memory"]
+    nf4 = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4 bits, an 8-bit scale per 64, an fp32 scale per 256 scales
+    assert memory["weights"] == int((N + adapters - quantized + kv) * 4 + quantized * nf4)
+    assert memory["optimizer"] == 2 * (adapters + kv) * 4 and memory["gradients"] == (adapters + kv) * 4
+    assert memory["total"] < 24 * 10**9 - 2 * GIB and plan["fits"] is True

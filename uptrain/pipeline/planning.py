@@ -12,10 +12,11 @@ from typing import Any
 import yaml
 
 from uptrain.checkpoint.meta import fetch_config, meta_model
-from uptrain.config import UptrainConfig
+from uptrain.config import TrainSection, UptrainConfig
 from uptrain.errors import UptrainError
 from uptrain.pipeline.model_config import source_config, student_config
 from uptrain.train.budget import describe_budget, plan_budget, tokens_per_step
+from uptrain.train.lora import lora_counts
 from uptrain.train.model_checks import matching
 from uptrain.train.plan import (
     ComputePlan,
@@ -43,8 +44,11 @@ def parse_memory(text: str) -> int:
     return int(float(m[1]) * _UNITS[(m[2] or "GiB").lower()])
 
 
-def model_shape(config: dict, trainable_patterns: list[str] | None = None) -> ModelShape:
-    """Parameter counts and dimensions of the model `config` describes, from a meta-device model."""
+def model_shape(
+    config: dict, trainable_patterns: list[str] | None = None, train: TrainSection | None = None
+) -> ModelShape:
+    """Parameter counts and dimensions of the model `config` describes, from a meta-device model; with
+    train.lora (`train`), its adapters, what trains in full and what is held in 4-bit."""
     model = meta_model(config)
     if model is None:
         raise UptrainError(f"transformers has no model class for model_type {config.get('model_type')!r}")
@@ -62,9 +66,17 @@ def model_shape(config: dict, trainable_patterns: list[str] | None = None) -> Mo
     trainable = sum(named[n] for n in matching(list(named), trainable_patterns or []))
     heads = int(text["num_attention_heads"])
     hidden = int(text["hidden_size"])
+    copies = quantized = 0
+    root_params = params - layers * layer_params  # (FSDP's root unit; adapters are counted in `params`)
+    if train is not None and train.lora is not None:
+        adapters, copies, quantized = lora_counts(model, train)
+        params += adapters
+        trainable = adapters + copies
     return ModelShape(
         params=params,
         trainable=trainable,
+        copies=copies,
+        quantized=quantized,
         layers=layers,
         hidden=hidden,
         heads=heads,
@@ -73,7 +85,7 @@ def model_shape(config: dict, trainable_patterns: list[str] | None = None) -> Mo
         intermediate=int(text.get("intermediate_size") or 4 * hidden),
         vocab=int(text["vocab_size"]),
         layer_params=layer_params,
-        root_params=params - layers * layer_params,
+        root_params=root_params,
     )
 
 
@@ -148,7 +160,7 @@ def make_plan(cfg: UptrainConfig, accelerate_config: Path | None, device_memory:
     config = student_config(cfg.model, download=True)
     if config is None:
         raise UptrainError("uptrain plan needs the model's config.json: a checkpoint directory or Hub id")
-    shape = model_shape(config, cfg.train.trainable)
+    shape = model_shape(config, cfg.train.trainable, cfg.train)
     teacher = _teacher(cfg)
     t = cfg.train
     precision = t.mixed_precision if t.mixed_precision != "auto" else "bf16"

@@ -62,11 +62,16 @@ def load_base(path: Path, dtype: torch.dtype, cfg: UptrainConfig, device: Any) -
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # what trains in full (the new K/V, train.trainable's modules) stays unquantized, as the head
+    meta = _meta_model(path, trust)
+    _, full = lora_plan(meta, cfg.train)
+    head = next((n for n, m in meta.named_modules() if m is meta.get_output_embeddings()), "lm_head")
     quant = BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute,
+        llm_int8_skip_modules=[head, *full],
     )
     model = AutoModelForCausalLM.from_pretrained(
         str(path),
@@ -134,16 +139,37 @@ def _matches(name: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
 
-def check_lora_plan(path: Path, cfg: UptrainConfig) -> None:
-    """lora_plan's errors before the run writes anything: the model built on the meta device."""
-    if cfg.train.lora is None:
-        return
+def _meta_model(path: Path, trust_remote_code: bool) -> Any:
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(str(path), trust_remote_code=cfg.model.trust_remote_code)
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.model.trust_remote_code)
-    lora_plan(model, cfg.train)
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def check_lora_plan(path: Path, cfg: UptrainConfig) -> None:
+    """lora_plan's errors before the run writes anything: the model built on the meta device."""
+    if cfg.train.lora is not None:
+        lora_plan(_meta_model(path, cfg.model.trust_remote_code), cfg.train)
+
+
+def lora_counts(model: Any, t: TrainSection) -> tuple[int, int, int]:
+    """(adapter parameters, parameters trained in full, parameters held in 4-bit with load_in_4bit) of
+    `model` (e.g. on the meta device) under train.lora: what uptrain plan counts. A rank-r adapter on a
+    linear layer of in x out adds r * (in + out); the 4-bit ones are the weights of every other linear
+    layer but the output head."""
+    assert t.lora is not None
+    targets, full = lora_plan(model, t)
+    modules = dict(model.named_modules())
+    adapters = sum(t.lora.rank * (modules[n].in_features + modules[n].out_features) for n in targets)
+    in_full = sum(p.numel() for n in full for p in modules[n].parameters())
+    head = model.get_output_embeddings()
+    quantized = 0
+    if t.lora.load_in_4bit:
+        kept = set(full)
+        linear = [(n, m) for n, m in modules.items() if isinstance(m, torch.nn.Linear) and m is not head]
+        quantized = sum(m.weight.numel() for n, m in linear if n not in kept)
+    return adapters, in_full, quantized
 
 
 def apply_lora(model: Any, t: TrainSection, gradient_checkpointing: bool) -> tuple[Any, str]:

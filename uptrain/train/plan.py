@@ -2,7 +2,9 @@
 Pure arithmetic on the model's shape (read from its config alone) and the config's settings.
 
 Memory per device, in bytes, for AdamW with master weights in model.dtype (W bytes per parameter):
-  weights     N * W / S           (S: the shard count; processes under FSDP / ZeRO-3, else 1)
+  weights     N * W / S           (S: the shard count; processes under FSDP / ZeRO-3, else 1); with
+              train.lora N includes the adapters, peft's copies of modules trained in full add their
+              size, and 4-bit weights take NF4_BYTES each
   gradients   N_t * W / S         (N_t: trainable parameters; DDP adds its gradient buckets, N_t * W)
   optimizer   2 * N_t * W / S     (AdamW's exp_avg and exp_avg_sq, in the parameters' dtype)
   gathered    FSDP with sharding: the root unit (embeddings, final norm, head; never resharded) and two
@@ -21,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 GIB = 1024**3
+# bitsandbytes NF4 with double quantization: 4 bits, an 8-bit scale per 64 weights and an fp32 scale
+# per 256 of those blocks
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 RESERVED = 2 * GIB  # CUDA context, cuBLAS workspaces and allocator fragmentation, assumed per GPU
 
 
@@ -37,6 +42,10 @@ class ModelShape:
     vocab: int
     layer_params: int  # parameters of one decoder layer
     root_params: int  # parameters outside the decoder layers (embeddings, final norm, head)
+    # train.lora: peft's copies of the modules trained in full, held beside the frozen originals; and the
+    # parameters held in 4-bit NF4 (load_in_4bit), included in `params`
+    copies: int = 0
+    quantized: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,14 +156,14 @@ def plan_memory(m: ModelShape, s: Settings, parallel: Parallelism) -> MemoryPlan
         gradients += m.trainable * w  # DDP's bucket copy of the gradients
     if parallel.strategy in ("fsdp", "zero3") and shards > 1:
         gathered = (m.root_params + 2 * m.layer_params) * half + m.layer_params * half
-    elif half < w:
-        gathered = (m.params - m.vocab * m.hidden) * 2  # autocast's bf16 copies: all but the embedding
+    elif half < w:  # autocast's bf16 copies: all but the embedding (4-bit weights are dequantized per use)
+        gathered = (m.params - m.vocab * m.hidden - m.quantized) * 2
     else:
         gathered = 0
     without = activation_bytes(m, s, parallel, False)
     with_ = activation_bytes(m, s, parallel, True)
     return MemoryPlan(
-        weights=m.params * w // shards,
+        weights=int((m.params - m.quantized + m.copies) * w + m.quantized * NF4_BYTES) // shards,
         gradients=gradients,
         optimizer=2 * m.trainable * w // shards,
         gathered=gathered,
