@@ -150,7 +150,7 @@ class TrainSection:
         None,
         "Parameter-efficient training through peft (LoRA, or QLoRA with load_in_4bit); `lora: {}` for the "
         "defaults. Checkpoints hold only the trained state; final/ is merged into plain weights and "
-        "OUTPUT/adapter keeps the unmerged peft adapter.",
+        "OUTPUT/adapter keeps the unmerged peft adapter. One process or DDP (FSDP and DeepSpeed: not yet).",
     )
 
 

@@ -72,7 +72,7 @@ def train(
 
     # 1. tokenizer; only now, with model and tokenizer in hand, does the run write anything
     tokenizer = load_tokenizer(cfg.model.tokenizer or student.path, cfg.model.trust_remote_code)
-    check_lora_plan(student.path, cfg)  # train.lora against the model's module names
+    check_lora_plan(student.path, cfg, accelerator)  # train.lora against the model's module names
     if main:
         write_config(run, start.config_yaml, launcher)
         remove_partial_checkpoints(run.checkpoints)
