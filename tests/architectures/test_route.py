@@ -185,6 +185,14 @@ def test_gpt2_errors_name_what_blocks_the_translation():
 
 def test_unsupported_model_types_say_why():
     with pytest.raises(
-        UptrainError, match="model_type 'gpt_neox' is not supported: its transformers class holds only"
+        UptrainError, match="model_type 'opt' is not supported: its transformers class holds only"
     ):
-        plan_route({"model_type": "gpt_neox"}, 1)
+        plan_route({"model_type": "opt"}, 1)
+
+
+def test_gpt_neox_becomes_phi_only_with_its_parallel_residual():
+    neox = {"model_type": "gpt_neox", "hidden_size": 64, "num_attention_heads": 8, "num_hidden_layers": 2}
+    route = plan_route(neox, 2)
+    assert (route.source.model_type, route.target.model_type, route.groups) == ("gpt_neox", "phi", 2)
+    with pytest.raises(UptrainError, match="cannot represent use_parallel_residual=false"):
+        plan_route({**neox, "use_parallel_residual": False}, 2)

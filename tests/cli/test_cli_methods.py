@@ -1,6 +1,7 @@
 """`uptrain convert --method ...` with calibration text, as a user runs it, and its one-line errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -141,15 +142,21 @@ def test_sequential_changes_only_the_layers_above_the_first(tiny_with_text, tmp_
 
 
 @pytest.mark.parametrize("method", ["fit", "similar+refine"])
-def test_calibrated_methods_refuse_a_translated_layout(tmp_path, method):
-    """gpt2 becomes gpt_bigcode: the calibrated methods, which rebuild the source's own attention
-    module, refuse it in one line (before any calibration text is read) and write nothing."""
+def test_calibration_from_the_untranslated_class_is_refused(tmp_path, method):
+    """gpt2 becomes gpt_bigcode: uptrain calibrates on the translation (tests/convert/
+    test_calibrated_variants.py); calibration a caller collected from GPT-2's own modules cannot
+    rebuild gpt_bigcode attention, so convert_checkpoint refuses it in one line and writes nothing."""
     from fused_models import build_source
+
+    from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
+    from uptrain.convert.convert import convert_checkpoint
+    from uptrain.errors import UptrainError
 
     src = build_source("gpt2", tmp_path / "gpt2")
     out = tmp_path / "out"
-    r = run_cli(
-        "convert", src, out, "-g", "1", "--method", method, "--calibration-data", tmp_path / "none.txt"
-    )
-    assert_one_line_error(r, f"--method {method}", "gpt2", "--method mean")
+    with pytest.raises(UptrainError, match=re.escape(f"{method} with calibration collected from gpt2")):
+        convert_checkpoint(
+            open_source(src), out, ConvertSection(groups=1, method=method), calibration={0: None, 1: None}
+        )
     assert not out.exists()

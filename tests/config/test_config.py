@@ -158,11 +158,32 @@ def test_every_accelerate_config_is_valid_for_accelerate(path):
     assert (ROOT / "configs" / named).is_file()
 
 
-def test_fsdp_config_shards_fully_by_layer_and_checkpoints_sharded():
-    fsdp = yaml.safe_load((ROOT / "configs" / "accelerate" / "fsdp.yaml").read_text())["fsdp_config"]
-    assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD"
-    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
-    assert fsdp["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"
+@pytest.mark.parametrize("name", ["fsdp.yaml", "multi-node.yaml", "fsdp2-cpu.yaml"])
+def test_fsdp_configs_are_fsdp2_sharding_fully_by_layer_with_sharded_checkpoints(name, monkeypatch):
+    """Read as `accelerate launch` reads them: the environment it gives the processes builds an FSDP2
+    plugin (FSDP1-only keys such as forward_prefetch would make it raise)."""
+    import socket
+
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+    from torch.distributed.fsdp import StateDictType
+
+    with socket.socket() as probe:  # a free port: accelerate checks that the configured one is free
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    path = ROOT / "configs" / "accelerate" / name
+    argv = ["--config_file", str(path), "--main_process_port", port, "train.py"]
+    args = launch_command_parser().parse_args(argv)
+    env = prepare_multi_gpu_env(_validate_launch_command(args)[0])
+    for key, value in env.items():
+        if key.startswith(("FSDP_", "ACCELERATE_USE_FSDP")):
+            monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2
+    assert plugin.reshard_after_forward is True  # FSDP2's full shard
+    assert plugin.state_dict_type == StateDictType.SHARDED_STATE_DICT
+    assert env["FSDP_AUTO_WRAP_POLICY"] == "TRANSFORMER_BASED_WRAP"
 
 
 def test_the_llama2_recipe_is_the_papers_budget():

@@ -16,7 +16,12 @@ KV = 4
 # Fused-QKV entries (phi3, falcon, gpt_bigcode, gpt2) store K and V inside one matrix, may change
 # their config flags or model_type, and some hold only 1 or H KV heads: tests/test_convert_fused.py
 # checks them against explicit per-layout computations instead.
-SEPARATE = [m for m in supported_model_types() if load_table()[m].variants[0].layout == "separate"]
+# Entries that translate into another model_type (gptj -> phi): tests/convert/test_convert_mha_families.py.
+SEPARATE = [
+    m
+    for m in supported_model_types()
+    if load_table()[m].variants[0].layout == "separate" and not load_table()[m].translate
+]
 
 
 def read_state(path):

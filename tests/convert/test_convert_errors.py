@@ -26,10 +26,10 @@ def test_invalid_groups(tiny_llama, tmp_path, groups, fragment):
 
 def test_unsupported_model_type_lists_supported(tiny_llama, tmp_path):
     config = json.loads((tiny_llama / "config.json").read_text())
-    config["model_type"] = "gpt_neox"
+    config["model_type"] = "opt"
     (tiny_llama / "config.json").write_text(json.dumps(config))
     r = run_cli("convert", tiny_llama, tmp_path / "out", "-g", "1")
-    assert_one_line_error(r, "'gpt_neox' is not supported", "llama", "qwen2")
+    assert_one_line_error(r, "'opt' is not supported", "llama", "qwen2", "gpt_neox", "phi")
     assert nothing_written(tmp_path)
 
 

@@ -156,9 +156,7 @@ def test_falcon_new_architecture_reports_the_cache_transformers_keeps(sources, t
     assert mq.kv_bytes_per_token_after * H == mq.kv_bytes_per_token_before
 
 
-@pytest.mark.parametrize(
-    "model_type", ["gpt_neox", "opt", "bloom", "gptj", "codegen", "mpt", "gpt_neo", "persimmon"]
-)
+@pytest.mark.parametrize("model_type", ["opt", "bloom", "mpt", "gpt_neo", "persimmon", "gpt_neox_japanese"])
 def test_mha_only_families_say_why(tiny_llama, tmp_path, model_type):
     import json
 
@@ -185,4 +183,5 @@ def test_models_without_attention_say_why(tiny_llama, tmp_path):
 def test_every_fused_entry_is_tested_here():
     fused = {m for m, a in load_table().items() if any(v.layout != "separate" for v in a.variants)}
     tested = {SOURCES[c[0]][0] for c in CASES} | {"gpt2"}  # gpt2: tests/test_convert_gpt2.py
+    tested |= {"gpt_neox", "codegen"}  # into phi: tests/convert/test_convert_mha_families.py
     assert fused == tested

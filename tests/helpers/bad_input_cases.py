@@ -216,8 +216,8 @@ CASES = [
         "inspect",
         "unsupported-architecture",
         lambda p: ["inspect", p.src],
-        ("'gpt_neox' is not supported", "llama"),
-        steps(copy_of("mha"), edit_json("config.json", model_type="gpt_neox")),
+        ("'opt' is not supported", "llama"),
+        steps(copy_of("mha"), edit_json("config.json", model_type="opt")),
     ),
     Case("inspect", "pickled-weights", lambda p: ["inspect", p.pickled], ("pickled", "--allow-pickle")),
     Case(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import run_cli, subprocess_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,3 +67,50 @@ def reset_accelerate() -> None:
 
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
+
+
+def wait_for(predicate, process, timeout=240.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process.poll() is not None:
+            out, err = process.communicate()
+            pytest.fail(f"the run ended (rc {process.returncode}) before the moment to interrupt it:\n{err}")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("timed out waiting for the run")
+
+
+def logged_step(out) -> int:
+    metrics = out / "metrics.jsonl"
+    if not metrics.exists():
+        return 0
+    steps = [
+        json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.endswith("}")
+    ]
+    return max(steps, default=0)
+
+
+ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
+
+
+def launch_command(out: Path, accelerate_config: str, *assignments: str, resume: bool = False) -> list[str]:
+    """`accelerate launch --config_file configs/accelerate/NAME -m uptrain train ...` (two CPU processes)."""
+    launcher = [
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(ACCELERATE_CONFIGS / accelerate_config),
+    ]
+    return [sys.executable, *launcher, *train_command(out, *assignments, resume=resume)[1:]]
+
+
+def launch_subprocess(out: Path, accelerate_config: str, *assignments: str, resume: bool = False):
+    return subprocess.run(
+        launch_command(out, accelerate_config, *assignments, resume=resume),
+        env=quiet_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

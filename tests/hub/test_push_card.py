@@ -119,6 +119,15 @@ def test_body_says_what_was_done_and_what_it_gained():
     assert 'from_pretrained("me/gqa-4")' in body
 
 
+def test_a_lora_run_says_so():
+    record = copy.deepcopy(UPTRAINED)
+    record["training"]["lora"] = {"rank": 16, "alpha": 32.0, "kv": "full"}
+    _, body = split_card(model_card(record, config=CONFIG))
+    assert "LoRA adapters of rank 16 (new K/V: full), merged into these plain weights" in body
+    _, plain = split_card(model_card(UPTRAINED, config=CONFIG))
+    assert "LoRA" not in plain
+
+
 def test_reproduce_section_holds_the_commands_and_config():
     _, body = split_card(model_card(UPTRAINED, repo_id="me/gqa-4", config=CONFIG))
     assert "uptrain convert example-org/mha-1b converted --groups 4 --method mean --dtype bf16" in body
@@ -252,3 +261,13 @@ def test_secrets_in_the_training_config_are_redacted():
     block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", body, re.S).group(1))
     assert block == {"hub": {"token": "<redacted>"}, "wandb_api_key": "<redacted>", "lr": 0.1}
     assert "hf_secretValue" not in body and "k123" not in body
+
+
+def test_a_phi_with_fewer_kv_heads_names_what_serves_its_smaller_cache():
+    """vLLM's and SGLang's Phi build K/V with num_attention_heads (their phi.py), so a phi with G < H
+    gets the table's serving note; a llama keeps the general sentence."""
+    _, phi = split_card(model_card(CONVERTED, config={"model_type": "phi", "dtype": "bfloat16"}))
+    assert "serve it with transformers" in phi and "vLLM's and SGLang's Phi" in phi
+    assert "vLLM and other servers load it" not in phi
+    _, llama = split_card(model_card(CONVERTED, config=CONFIG))
+    assert "vLLM and other servers load it as they load the source" in llama

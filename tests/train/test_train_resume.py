@@ -6,37 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_runs import losses, quiet_env, train_command, train_subprocess
+from train_runs import logged_step, losses, quiet_env, train_command, train_subprocess, wait_for
 
 RUN = ("budget.max_steps=24", "checkpoint.every_steps=4", "checkpoint.keep_last=2")
-
-
-def _wait_for(predicate, process, timeout=240.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the run ended (rc {process.returncode}) before the moment to interrupt it:\n{err}")
-        time.sleep(0.02)
-    process.kill()
-    pytest.fail("timed out waiting for the run")
-
-
-def _logged_step(out) -> int:
-    metrics = out / "metrics.jsonl"
-    if not metrics.exists():
-        return 0
-    steps = [
-        json.loads(line).get("step", 0) for line in metrics.read_text().splitlines() if line.endswith("}")
-    ]
-    return max(steps, default=0)
 
 
 @pytest.mark.slow
@@ -51,12 +27,12 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
     process = subprocess.Popen(
         train_command(out, *RUN), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    _wait_for(lambda: (out / "checkpoints" / "step-00000008").is_dir() and _logged_step(out) >= 9, process)
+    wait_for(lambda: (out / "checkpoints" / "step-00000008").is_dir() and logged_step(out) >= 9, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "final").exists(), "the run finished before it could be killed"
-    killed_at = _logged_step(out)
+    killed_at = logged_step(out)
 
     resumed = train_subprocess(out, *RUN, resume=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -85,7 +61,7 @@ def test_sigterm_or_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(lambda: _logged_step(out) >= 3, process)
+    wait_for(lambda: logged_step(out) >= 3, process)
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -96,5 +72,5 @@ def test_sigterm_or_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     saved = out / "checkpoints" / f"step-{step:08d}"
     state = json.loads((saved / "trainer_state.json").read_text())
     assert state["step"] == step and state["micro_batches"] == 2 * step
-    assert _logged_step(out) == step  # it stopped after the step it had logged
+    assert logged_step(out) == step  # it stopped after the step it had logged
     assert not (out / "final").exists()

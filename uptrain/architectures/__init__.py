@@ -10,6 +10,7 @@ from uptrain.architectures.spec import Architecture, ConfigKeys, KVExtra, Varian
 from uptrain.architectures.table import (
     get_architecture,
     load_table,
+    serving_note,
     supported_model_types,
     unsupported_reasons,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "output_config",
     "plan_route",
     "read_dims",
+    "serving_note",
     "supported_model_types",
     "unsupported_reasons",
     "valid_groups",

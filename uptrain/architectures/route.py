@@ -16,6 +16,7 @@ from typing import Any
 from uptrain.architectures.attention import AttentionDims
 from uptrain.architectures.spec import Architecture, Requirement, Variant
 from uptrain.architectures.table import get_architecture, load_table
+from uptrain.architectures.translation import translated_config
 from uptrain.errors import SettingError, UptrainError
 
 
@@ -180,13 +181,8 @@ def plan_route(config: Mapping[str, Any], groups: int) -> Route:
 def output_config(route: Route, config: Mapping[str, Any]) -> dict:
     """config.json for the output: model_type and flags of the target variant, G KV heads, head_dim."""
     new = dict(config)
-    if route.translating:
-        t = route.source.translate
-        new = {**route.source.defaults, **new}  # the source's defaults, explicit: the target's differ
-        for key in t.drop_config:
-            new.pop(key, None)
-        new["model_type"] = t.model_type
-        new["architectures"] = list(t.architectures)
+    if route.translating:  # the source's defaults, explicit: the target's differ
+        new = translated_config(route.source.translate, config, route.source.defaults, route.dims.head_dim)
     new.update(route.target_variant.when)
     if route.changes_variant:
         new.update(route.target_variant.set)

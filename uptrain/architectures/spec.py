@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from uptrain.architectures.translation import (
+    Fold,
+    Multiple,
+    Rename,
+    Requirement,
+    RopeRule,
+    Translation,
+    Zeros,
+    check_templates,
+)
 
 EXTRA_INITS = ("ones", "zeros")
 ROPE_STYLES = ("half", "interleaved", "none")
@@ -39,15 +49,6 @@ class ConfigKeys:
 
 
 @dataclass(frozen=True)
-class Requirement:
-    """A config value a model must have, and why (said in the error when it does not)."""
-
-    key: str
-    equals: Any
-    reason: str
-
-
-@dataclass(frozen=True)
 class Variant:
     """One way a model_type stores attention, chosen by config flags.
 
@@ -63,30 +64,6 @@ class Variant:
     set: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[Requirement, ...] = ()
     caches_all_heads: bool = False  # transformers broadcasts K/V to every query head before caching
-
-
-@dataclass(frozen=True)
-class Rename:
-    """A regular-expression substitution applied to source tensor names (the first that matches)."""
-
-    pattern: str
-    replace: str
-
-
-@dataclass(frozen=True)
-class Translation:
-    """How a model_type whose class cannot hold fewer KV heads becomes one that can.
-
-    Tensor names are renamed first; `drop` and `transpose` are name templates (with `{layer}`) of
-    the renamed names. `drop_config` keys are removed from config.json; `requires` must hold."""
-
-    model_type: str
-    architectures: tuple[str, ...]
-    rename: tuple[Rename, ...] = ()
-    drop: tuple[str, ...] = ()
-    transpose: tuple[str, ...] = ()  # 2-D weights stored (in, out), as GPT-2's Conv1D: written (out, in)
-    drop_config: tuple[str, ...] = ()
-    requires: tuple[Requirement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -109,6 +86,7 @@ class Architecture:
     rope: str = "half"  # which key dims RoPE rotates together: half (j, j+d/2), interleaved (2j, 2j+1), none
     qk_norm: str = "none"  # a norm on q and k after the projection: none, shared, per_head, full
     qk_norm_flag: str | None = None  # config key that switches qk_norm on (None: always on)
+    serving: str | None = None  # what serves a checkpoint with fewer KV than query heads, where not all do
 
     def prefix(self, layer: int) -> str:
         return self.attention.format(layer=layer)
@@ -183,9 +161,29 @@ def _parse_variant(raw: Any, where: str) -> Variant:
 
 def _parse_translation(raw: Any, where: str) -> Translation:
     raw = _mapping(raw, where)
+    folds = []
+    for i, item in enumerate(raw.pop("fold", None) or []):
+        item = _mapping(item, f"{where} fold[{i}]")
+        into = _strings(item.pop("into", None), f"{where} fold[{i}] into")
+        folds.append(_build(Fold, {**item, "into": into}, f"{where} fold[{i}]"))
+    rope = raw.pop("rope", None)
+    if rope is not None:
+        rope = _mapping(rope, f"{where} rope")
+        for key in ("theta", "fraction"):
+            rope[key] = _strings(rope.get(key), f"{where} rope {key}")
+        rope = _build(RopeRule, rope, f"{where} rope")
+    multiples = _mapping(raw.pop("config_multiple", None), f"{where} config_multiple")
     parts = {
         "rename": _build_list(Rename, raw.pop("rename", None), f"{where} rename"),
+        "zeros": _build_list(Zeros, raw.pop("zeros", None), f"{where} zeros"),
+        "fold": tuple(folds),
+        "rope": rope,
         "requires": _build_list(Requirement, raw.pop("requires", None), f"{where} requires"),
+        "config_rename": _mapping(raw.pop("config_rename", None), f"{where} config_rename"),
+        "config_set": _mapping(raw.pop("config_set", None), f"{where} config_set"),
+        "config_multiple": {
+            k: _build(Multiple, v, f"{where} config_multiple {k}") for k, v in multiples.items()
+        },
         **{
             key: _strings(raw.pop(key, None), f"{where} {key}")
             for key in ("drop", "transpose", "drop_config")
@@ -193,14 +191,7 @@ def _parse_translation(raw: Any, where: str) -> Translation:
         "architectures": _strings(raw.pop("architectures", None), f"{where} architectures"),
     }
     translation = _build(Translation, {**raw, **parts}, where)
-    for rule in translation.rename:
-        try:
-            re.compile(rule.pattern)
-        except re.error as exc:
-            raise ValueError(f"{where}: rename pattern {rule.pattern!r} is invalid ({exc})") from None
-    for template in translation.drop + translation.transpose:
-        if "{layer}" not in template:
-            raise ValueError(f"{where}: tensor template {template!r} must contain '{{layer}}'")
+    check_templates(translation, where)
     return translation
 
 

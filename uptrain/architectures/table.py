@@ -56,3 +56,9 @@ def get_architecture(model_type: str | None) -> Architecture:
         f"model_type {model_type!r} is not supported{because}; supported model types: "
         f"{', '.join(supported_model_types())}"
     )
+
+
+def serving_note(model_type: str | None) -> str | None:
+    """The table's word on which servers cache fewer KV heads for this model_type (None: all do)."""
+    arch = load_table().get(model_type or "")
+    return arch.serving if arch else None

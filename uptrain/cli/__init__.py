@@ -120,6 +120,7 @@ def root(
 
 from uptrain.cli import convert as _convert  # noqa: E402,F401  (registers its commands)
 from uptrain.cli import eval as _eval  # noqa: E402,F401
+from uptrain.cli import plan as _plan  # noqa: E402,F401
 from uptrain.cli import push as _push  # noqa: E402,F401
 from uptrain.cli import run as _run  # noqa: E402,F401
 from uptrain.cli import train as _train  # noqa: E402,F401

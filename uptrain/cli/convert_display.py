@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class ConversionDisplay:
     def __init__(self, console: Console) -> None:
         self.terminal = console.is_terminal
-        self.err = Console(stderr=True)
+        self.err = Console(stderr=True, soft_wrap=True)  # a log line stays whole, for grep
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -62,6 +62,10 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
     _positive(f"{where}train.", cpu_threads=t.cpu_threads)
     if t.cpu_threads is not None and t.cpu_threads > MAX_THREADS:
         raise UptrainError(f"{where}train.cpu_threads must be at most {MAX_THREADS}, not {t.cpu_threads}")
+    if t.lora is not None:
+        _positive(f"{where}train.lora.", rank=t.lora.rank, alpha=t.lora.alpha)
+        if not 0 <= t.lora.dropout < 1:
+            raise UptrainError(f"{where}train.lora.dropout must be in [0, 1), not {t.lora.dropout}")
     seeds = {"train.seed": t.seed, "model.convert.seed": m.convert.seed if m.convert else 0}
     seeds["model.tiny.seed"] = m.tiny.seed if m.tiny else 0
     for key, seed in seeds.items():

@@ -104,6 +104,29 @@ class OptimSection:
 
 
 @dataclass
+class LoraSection:
+    rank: int = setting(16, "Rank r of each low-rank update.")
+    alpha: float = setting(32.0, "Scale of the update: alpha / rank (peft's lora_alpha).")
+    dropout: float = setting(0.0, "Dropout on the adapters' input.")
+    target_modules: list[str] = setting(
+        doc="Glob patterns of the module names that get adapters (fnmatch, e.g. '*.q_proj'); empty: every "
+        "linear layer but the output head (peft's all-linear). The new K/V projections follow train.lora.kv.",
+        factory=list,
+    )
+    kv: Literal["full", "lora", "frozen"] = setting(
+        "full",
+        "How the new K/V projections (the converted ones, named by the architecture table) are trained: "
+        "full (every weight, peft modules_to_save; the default, far better than lora in docs/RESULTS.md), "
+        "lora (adapters) or frozen.",
+    )
+    load_in_4bit: bool = setting(
+        False,
+        "QLoRA: hold the frozen base weights in 4-bit NF4 (bitsandbytes, CUDA GPU only); the merged "
+        "final checkpoint is still built from the unquantized weights.",
+    )
+
+
+@dataclass
 class TrainSection:
     per_device_batch: int = setting(8, "Blocks per device per micro-batch.")
     grad_accum: int = setting(1, "Micro-batches per optimizer step.")
@@ -119,8 +142,15 @@ class TrainSection:
     )
     trainable: list[str] = setting(
         doc="Glob patterns of the parameter names to train (fnmatch, e.g. '*.k_proj.*'); empty: all. "
-        "The others stay frozen, which saves their gradients and optimizer state.",
+        "The others stay frozen, which saves their gradients and optimizer state. With train.lora, "
+        "every module holding a matching parameter is trained in full beside the adapters.",
         factory=list,
+    )
+    lora: LoraSection | None = setting(
+        None,
+        "Parameter-efficient training through peft (LoRA, or QLoRA with load_in_4bit); `lora: {}` for the "
+        "defaults. Checkpoints hold only the trained state; final/ is merged into plain weights and "
+        "OUTPUT/adapter keeps the unmerged peft adapter. One process or DDP (FSDP and DeepSpeed: not yet).",
     )
 
 

@@ -40,12 +40,14 @@ def spec_of(settings: ConvertSection) -> CalibrationSpec:
 
 
 def check_calibrated_layout(plan: ConversionPlan, method: ConversionMethod, spec: str) -> None:
-    """Calibrated methods run the source model layer by layer: its layout must survive conversion."""
-    if method.needs_calibration and (plan.route.changes_variant or len(plan.arch.variants) != 1):
+    """Calibration collected from a translating model's own class (a caller's) cannot rebuild its
+    attention as the target's: uptrain calibrates such a model on its translation instead
+    (translated.py). Other layout changes are handled by the attention modules (calibration/modules.py)."""
+    if method.needs_calibration and plan.route.translating:
         raise SettingError(
-            f"<method> {spec} runs the source model layer by layer and supports "
-            f"{plan.arch.model_type} only where the output keeps its layout; "
-            "use <method> mean (or first, random)"
+            f"<method> {spec} with calibration collected from {plan.arch.model_type}'s own class cannot "
+            f"rebuild its attention as {plan.route.target.model_type}; let uptrain calibrate (no "
+            "calibration argument) or use <method> mean (or first, random)"
         )
 
 

@@ -36,6 +36,7 @@ from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
 from uptrain.convert.plan import ConversionPlan, converted_config, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
 from uptrain.convert.stream import Progress, write_converted
+from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
 from uptrain.errors import SettingError, UptrainError
 from uptrain.threads import torch_threads
 
@@ -71,11 +72,18 @@ def convert_checkpoint(
     method = check_settings(settings)
     target = DTYPES[settings.dtype] if settings.dtype else None
     plan = plan_conversion(source, settings.groups, target)
-    check_calibrated_layout(plan, method, settings.method)
+    first = method.needs_calibration and calibration is None and calibrates_after_translation(plan.route)
+    if not first:  # a translating model is calibrated on its translation (translated.py)
+        check_calibrated_layout(plan, method, settings.method)
     _check_not_nested(source, out)
     side_files(source.root)  # a link out of SRC is refused before any work
     check_output_free(out, overwrite)
     _check_space(out, plan.total_bytes)
+    if first:
+        return convert_translated_first(
+            convert_checkpoint, source, out, settings, plan.route, overwrite, progress, calibration_progress,
+            extra_record,
+        )  # fmt: skip
     init_std = float(source.config.get(plan.arch.config.init_std) or 0.02)
     reports: LayerReports = {}
 

@@ -17,6 +17,7 @@ from uptrain.architectures import (
     output_config,
     plan_route,
 )
+from uptrain.architectures.rope_order import to_target_rope
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.checkpoint.writer import PlannedTensor
 from uptrain.convert.methods import ConversionMethod, MethodContext
@@ -92,6 +93,7 @@ def convert_heads(
     if converted is None:
         reader = get_layout(route.source_variant.layout)
         attn = reader.to_heads(route.source, route.dims, layer, source_tensors).to(torch.float32)
+        attn = to_target_rope(route, plan.view.source.config, attn)  # GPT-J's RoPE pairs into phi's
         converted = run_method(method, attn, route.groups, ctx)
     writer = get_layout(route.target_variant.layout)
     return writer.from_heads(route.target, route.dims, layer, converted)

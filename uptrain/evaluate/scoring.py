@@ -87,8 +87,8 @@ def score_windows(
         model.train(was_training)
 
 
-@torch.inference_mode()
-def _score(
+@torch.no_grad()  # not inference_mode: FSDP2 keeps the buffers it unshards into, and a training
+def _score(  # step after a held-out evaluation must not find them marked as inference tensors
     model: Any, ids: torch.Tensor, windows: Sequence[Window], batch_size: int, progress: Progress | None
 ) -> WindowScores:
     ids = ids.reshape(-1).to(torch.long)

@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from uptrain import __version__
+from uptrain.architectures import serving_note
 from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.checkpoint.provenance import pretraining_tokens
 from uptrain.errors import UptrainError
@@ -185,6 +186,12 @@ def _training_line(record: dict[str, Any]) -> str:
         text += f"; objective: {training['objective']}"
     if isinstance(training.get("final_loss"), (int, float)):
         text += f"; final training loss {training['final_loss']:.4g}"
+    lora = training.get("lora")
+    if isinstance(lora, dict):
+        text += (
+            f"; through LoRA adapters of rank {lora.get('rank')} (new K/V: {lora.get('kv')}), "
+            "merged into these plain weights"
+        )
     return text + "."
 
 
@@ -283,6 +290,11 @@ def _reproduce(record: dict[str, Any], shape: dict[str, Any], src: dict[str, Any
     return lines + ["```"]
 
 
+def _serving(config: dict | None, g: int, h: int) -> str:
+    note = serving_note((config or {}).get("model_type")) if g < h else None
+    return note or "vLLM and other servers load it as they load the source"
+
+
 def model_card(
     record: dict[str, Any],
     *,
@@ -338,7 +350,7 @@ def model_card(
         "```",
         "",
         f"A stock transformers architecture with `num_key_value_heads = {g}` for {h} query heads: "
-        "no `trust_remote_code`; vLLM and other servers load it as they load the source.",
+        f"no `trust_remote_code`; {_serving(config, g, h)}.",
         "",
         "## Reproduce",
         "",

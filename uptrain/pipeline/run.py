@@ -46,6 +46,7 @@ from uptrain.pipeline.manifest import (
     checkpoint_identity,
     file_identity,
 )
+from uptrain.pipeline.model_config import check_before_writing
 from uptrain.report import PLOT_FILES
 from uptrain.train.checkpoints import latest_checkpoint
 from uptrain.train.run_dir import RESUMABLE_CHANGES, RunDir, changed_keys
@@ -275,6 +276,7 @@ class Pipeline:
     def __call__(self) -> RunOutcome:
         root = self.run.root
         check_training_conflict(self.cfg, self.run, self.manifests, self.stages["train"])
+        check_before_writing(self.cfg)
         if "push" in self.stages and not self.manifests.up_to_date(self.stages["push"]):
             check_push_possible(self.cfg)
         root.mkdir(parents=True, exist_ok=True)  # only once the checks passed: a mistake leaves nothing

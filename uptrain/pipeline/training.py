@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from uptrain.config import UptrainConfig
+from uptrain.pipeline.model_config import check_before_writing
 from uptrain.pipeline.student import check_student, prepare_student
 from uptrain.threads import torch_threads
 from uptrain.train.builders import cpu_only
@@ -33,6 +34,7 @@ def run_training(
             say(f"{run.final} exists: this run has finished; nothing to do")
             return TrainingResult(None, 0, 0, None, None)
         check_student(cfg.model)
+        check_before_writing(cfg)
         set_seed(cfg.train.seed)
         with state.main_process_first():  # converted or built once, then loaded everywhere
             student = prepare_student(cfg.model, run, say)

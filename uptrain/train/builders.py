@@ -33,7 +33,10 @@ def check_choices(cfg: UptrainConfig) -> None:
     if cfg.optim.scheduler not in names:
         raise UptrainError(f"optim.scheduler {cfg.optim.scheduler!r} is not one of {', '.join(names)}")
     if cfg.logging.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise UptrainError("logging.tensorboard needs the tensorboard package; pip install tensorboard")
+        raise UptrainError(
+            "logging.tensorboard needs the tensorboard package: pip install tensorboard "
+            "(or pip install 'uptrain-gqa[tensorboard]'), or set logging.tensorboard=false"
+        )
 
 
 def cpu_only() -> bool:
@@ -46,9 +49,11 @@ def make_accelerator(cfg: UptrainConfig, run: RunDir) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration
 
+    from uptrain.train.fsdp_cpu import enable_fsdp_on_cpu
+
     precision = mixed_precision(cfg.train.mixed_precision)
     try:
-        return Accelerator(
+        accelerator = Accelerator(
             cpu=cpu_only(),
             mixed_precision=precision,
             gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -61,6 +66,9 @@ def make_accelerator(cfg: UptrainConfig, run: RunDir) -> Any:
     except ValueError as exc:  # e.g. fp16 without a GPU
         first = str(exc).strip().splitlines()[0]
         raise UptrainError(f"cannot set up training with mixed precision {precision}: {first}") from None
+    if cpu_only():
+        enable_fsdp_on_cpu(accelerator)
+    return accelerator
 
 
 def freeze_all_but(model: Any, patterns: list[str]) -> int:

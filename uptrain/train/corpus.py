@@ -180,8 +180,20 @@ def training_loader(corpus: Corpus, samples: int, batch_size: int, seed: int, bu
     else:
         dataset = OrderedBlocks(corpus.blocks, epoch_order(len(corpus.blocks), samples, seed))
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_blocks, drop_last=True
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        collate_fn=collate_blocks,
+        drop_last=True,
+        generator=_own_generator(),
     )
+
+
+def _own_generator() -> torch.Generator:
+    """A DataLoader's own generator: starting an iteration then draws its base seed from it, not from
+    torch's global RNG, which dropout (e.g. train.lora.dropout) draws from; so a resumed run, which starts
+    one more iteration than the run it continues, still draws the same dropout masks."""
+    return torch.Generator().manual_seed(0)
 
 
 def heldout_loader(corpus: Corpus, batch_size: int) -> DataLoader:
@@ -191,4 +203,5 @@ def heldout_loader(corpus: Corpus, batch_size: int) -> DataLoader:
         batch_size=batch_size,
         shuffle=False,
         collate_fn=collate_blocks,
+        generator=_own_generator(),
     )

@@ -45,21 +45,38 @@ def save_final(
     is kept whole as the source."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        prefix = "_orig_mod."  # torch.compile's wrapper (train.compile)
-        state_dict = {
-            k.removeprefix(prefix): v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()
-        }
-        with atomic_directory(out, overwrite=True) as tmp:
-            bare = accelerator.unwrap_model(model, keep_torch_compile=False)
-            bare.save_pretrained(tmp, state_dict=state_dict)
-            config_file = tmp / "config.json"
-            config = json.loads(config_file.read_text())
-            config["dtype"] = str(dtype).split(".")[-1]
-            config_file.write_text(json.dumps(config, indent=2) + "\n")
-            tokenizer.save_pretrained(tmp)
-            base = {k: v for k, v in record.items() if k != "uptrain_version"}
-            if "training" in base:
-                base = {"source": {"path": str(student), "uptrain": base}}
-            write_provenance(tmp, base)
-            update_provenance(tmp, "training", training)
+        bare = accelerator.unwrap_model(model, keep_torch_compile=False)
+        write_final(bare, strip_compile_prefix(state_dict), tokenizer, out, student, record, training, dtype)
     accelerator.wait_for_everyone()
+
+
+def strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
+    """Names without torch.compile's wrapper prefix (train.compile)."""
+    return {k.removeprefix("_orig_mod."): v for k, v in state_dict.items()}
+
+
+def write_final(
+    bare: Any,
+    state_dict: dict[str, Any],
+    tokenizer: Any,
+    out: Path,
+    student: Path,
+    record: dict[str, Any],
+    training: dict[str, Any],
+    dtype: torch.dtype,
+) -> None:
+    """Write `bare` (an unwrapped transformers model) with `state_dict` cast to `dtype` into `out`,
+    whole or not at all; the main process only."""
+    state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    with atomic_directory(out, overwrite=True) as tmp:
+        bare.save_pretrained(tmp, state_dict=state_dict)
+        config_file = tmp / "config.json"
+        config = json.loads(config_file.read_text())
+        config["dtype"] = str(dtype).split(".")[-1]
+        config_file.write_text(json.dumps(config, indent=2) + "\n")
+        tokenizer.save_pretrained(tmp)
+        base = {k: v for k, v in record.items() if k != "uptrain_version"}
+        if "training" in base:
+            base = {"source": {"path": str(student), "uptrain": base}}
+        write_provenance(tmp, base)
+        update_provenance(tmp, "training", training)

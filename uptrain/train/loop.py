@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from uptrain.checkpoint.dtypes import TORCH_DTYPES
-from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
+from uptrain.checkpoint.loading import load_tokenizer
 from uptrain.checkpoint.provenance import pretraining_tokens
 from uptrain.config import UptrainConfig
 from uptrain.train.budget import describe_achieved, describe_budget, plan_budget, tokens_per_step
@@ -31,6 +31,13 @@ from uptrain.train.checkpoints import TrainerState, load_checkpoint, remove_part
 from uptrain.train.corpus import load_corpus, training_loader
 from uptrain.train.final import checkpoint_dtype, save_final
 from uptrain.train.heldout import HeldOutEvaluator
+from uptrain.train.lora import (
+    apply_lora,
+    check_lora_plan,
+    load_base,
+    register_trainable_checkpoints,
+    save_lora_final,
+)
 from uptrain.train.metrics import MetricsLog
 from uptrain.train.preflight import TrainingStart
 from uptrain.train.prepared import PreparedModel
@@ -65,6 +72,7 @@ def train(
 
     # 1. tokenizer; only now, with model and tokenizer in hand, does the run write anything
     tokenizer = load_tokenizer(cfg.model.tokenizer or student.path, cfg.model.trust_remote_code)
+    check_lora_plan(student.path, cfg, accelerator)  # train.lora against the model's module names
     if main:
         write_config(run, start.config_yaml, launcher)
         remove_partial_checkpoints(run.checkpoints)
@@ -88,25 +96,28 @@ def train(
         )
 
     # 4. model, optimizer, schedule, data order -- one prepare call
-    model = load_causal_lm(
-        student.path, dtype=TORCH_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
-    )
+    model = load_base(student.path, TORCH_DTYPES[cfg.model.dtype], cfg, accelerator.device)
     if t.gradient_checkpointing:
         # transformers 5 calls gradient checkpointing "activation checkpointing"
         enable = getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)
         enable()
         model.config.use_cache = False
     model.train()
-    trainable = freeze_all_but(model, t.trainable)
-    if t.trainable:
+    if t.lora is not None:  # peft adapters (lora.py)
+        model, line = apply_lora(model, t, t.gradient_checkpointing)
+        say(line)
+    elif t.trainable:
+        trainable = freeze_all_but(model, t.trainable)
         total = sum(p.numel() for p in model.parameters())
         say(f"training {trainable:,} of {total:,} parameters ({', '.join(t.trainable)})")
-        if t.gradient_checkpointing:  # checkpointed layers need an input that requires grad
-            model.enable_input_require_grads()
+    if (t.trainable or t.lora is not None) and t.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed layers need an input that requires grad
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, budget.steps, accelerator.num_processes)
     loader = training_loader(corpus, samples, t.per_device_batch, t.seed, cfg.data.shuffle_buffer)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    if t.lora is not None:  # checkpoints hold only what trains
+        register_trainable_checkpoints(accelerator)
     teacher = load_teacher(cfg, student.teacher, accelerator) if cfg.distill.enabled else None
     evaluator = HeldOutEvaluator(corpus, cfg.eval.batch_size or t.per_device_batch, accelerator)
 
@@ -151,7 +162,12 @@ def train(
     if student.from_scratch:
         record["pretraining_tokens"] = state.tokens
     dtype = checkpoint_dtype(student.path)
-    save_final(accelerator, model, tokenizer, run.final, student.path, record, training, dtype)
+    if t.lora is not None:  # the adapter to OUTPUT/adapter, merged into plain weights in final/
+        trust = cfg.model.trust_remote_code
+        args = (tokenizer, run.root, run.final, student.path, record, training, dtype, trust)
+        save_lora_final(accelerator, model, *args)
+    else:
+        save_final(accelerator, model, tokenizer, run.final, student.path, record, training, dtype)
     if cfg.logging.tensorboard:
         accelerator.end_training()
     say(describe_achieved(state.step, state.tokens, original) + f"; final loss {state.last_loss:.4f}")

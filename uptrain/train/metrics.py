@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -135,3 +136,10 @@ class PhaseTimer:
         means = {f"time_{k}_s": v / max(steps, 1) for k, v in self.totals.items()}
         self.totals = dict.fromkeys(self.PHASES, 0.0)
         return means
+
+
+def peak_memory() -> dict[str, int]:
+    """{"peak_memory_bytes": the most GPU memory torch has allocated so far} on CUDA; {} elsewhere."""
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_memory_bytes": int(torch.cuda.max_memory_allocated())}

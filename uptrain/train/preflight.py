@@ -11,6 +11,7 @@ from uptrain.config import UptrainConfig, dump_config
 from uptrain.train.budget import plan_budget, tokens_per_step
 from uptrain.train.builders import check_choices, check_teacher
 from uptrain.train.corpus import check_data_source
+from uptrain.train.lora import check_lora
 from uptrain.train.run_dir import RunDir, check_run_dir
 
 
@@ -29,6 +30,7 @@ def check_training(cfg: UptrainConfig, run: RunDir, resume: bool, processes: int
     checkpoint = check_run_dir(run, config_yaml, resume)
     check_data_source(cfg.data)
     check_choices(cfg)
+    check_lora(cfg)
     b, t = cfg.budget, cfg.train
     per_step = tokens_per_step(t.per_device_batch, t.grad_accum, processes, cfg.data.seq_len)
     if b.max_steps or b.max_tokens is not None or b.pretraining_tokens:  # known before any download

@@ -8,6 +8,7 @@ from uptrain.checkpoint.provenance import now
 from uptrain.config import UptrainConfig
 from uptrain.config.schema import to_plain
 from uptrain.train.checkpoints import TrainerState
+from uptrain.train.lora import lora_summary
 from uptrain.train.objective import objective_name
 from uptrain.train.prepared import PreparedModel
 
@@ -37,6 +38,7 @@ def training_record(
         "dataset": {"id": cfg.data.dataset, "config": cfg.data.config, "split": cfg.data.split},
         "objective": objective_name(cfg.distill if teacher else None),
         "from_scratch": student.from_scratch,
+        "lora": lora_summary(t.lora),
         "optim": {"lr": cfg.optim.lr, "scheduler": cfg.optim.scheduler},
         "distill": {"weight": cfg.distill.weight, "temperature": cfg.distill.temperature}
         if teacher

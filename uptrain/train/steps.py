@@ -17,7 +17,7 @@ from uptrain.train.budget import Budget
 from uptrain.train.checkpoints import TrainerState, latest_checkpoint, save_checkpoint
 from uptrain.train.heldout import HeldOutEvaluator
 from uptrain.train.interrupt import StopRequest
-from uptrain.train.metrics import MetricsLog, PhaseTimer, Throughput, TrainingDisplay
+from uptrain.train.metrics import MetricsLog, PhaseTimer, Throughput, TrainingDisplay, peak_memory
 from uptrain.train.objective import uptraining_loss
 from uptrain.train.run_dir import RunDir
 
@@ -106,6 +106,7 @@ def run_steps(s: Session, state: TrainerState) -> None:
                     "tokens_per_s": speed.rate(),
                     "elapsed_s": state.elapsed_s + time.perf_counter() - started,
                     **timer.per_step(state.step - logged_at),
+                    **peak_memory(),
                 }
                 logged_at = state.step
                 for key, values in extra.items():

@@ -7,6 +7,7 @@ which tensors hold layer i's attention, how to split them into heads, and how to
 from __future__ import annotations
 
 from uptrain.architectures.layouts.base import Layout, expect_shape
+from uptrain.architectures.layouts.blocked import BlockedQVKLayout
 from uptrain.architectures.layouts.fused import FusedLayout
 from uptrain.architectures.layouts.grouped import GroupedLayout, InterleavedLayout
 from uptrain.architectures.layouts.separate import SeparateLayout
@@ -17,6 +18,7 @@ LAYOUTS: dict[str, Layout] = {
     "fused": FusedLayout(),
     "grouped": GroupedLayout(),
     "interleaved": InterleavedLayout(),
+    "blocked_qvk": BlockedQVKLayout(),
 }
 
 __all__ = ["LAYOUTS", "Layout", "expect_shape", "get_layout"]

@@ -1,6 +1,9 @@
 """A layer's transformers attention module, built from AttentionWeights with any KV head count,
 and read back. `refine` runs it, so every architecture's own attention code (RoPE style, partial
-rotary, q/k norms, soft-capping, sliding windows, scaling) is what gets optimized."""
+rotary, q/k norms, soft-capping, sliding windows, scaling) is what gets optimized.
+
+Where the class holds G KV heads only in another layout (an MHA falcon at G = 1 is multi_query, a
+gpt_bigcode's G = 1 is multi_query), the module is built with that variant's flags and layout."""
 
 from __future__ import annotations
 
@@ -11,7 +14,9 @@ from typing import Any
 
 import torch
 
-from uptrain.architectures import Architecture, AttentionDims, AttentionWeights, get_layout
+from uptrain.architectures import Architecture, AttentionDims, AttentionWeights, Variant, get_layout
+from uptrain.architectures.layouts import Layout
+from uptrain.architectures.route import holds, source_variant
 
 
 @dataclass
@@ -37,12 +42,24 @@ class AttentionModules:
         config = getattr(module, "config", None) or model.config.get_text_config()
         prefix = arch.prefix(layer) + "."
         state = module.state_dict()
-        converted = set(get_layout(arch).layer_tensors(arch, dims, layer, {prefix + n for n in state}))
+        layout = get_layout(source_variant(arch, config.to_dict()).layout)
+        converted = set(layout.layer_tensors(arch, dims, layer, {prefix + n for n in state}))
         fixed = {n: t.detach().clone() for n, t in state.items() if prefix + n not in converted}
         return cls(type(module), config, arch, dims, layer, fixed, implementation)
 
     def _dims(self, kv_heads: int) -> AttentionDims:
         return dataclasses.replace(self.dims, kv_heads=kv_heads)
+
+    def _variant(self, kv_heads: int) -> tuple[Variant, Layout, dict[str, Any]]:
+        """The variant holding `kv_heads` (the source's where it can), its layout, and the config
+        values that select it (as route.output_config writes them)."""
+        own = source_variant(self.arch, self.config.to_dict())
+        if holds(own, self.dims, kv_heads):
+            return own, get_layout(own.layout), {}
+        for variant in self.arch.variants:
+            if holds(variant, self.dims, kv_heads):
+                return variant, get_layout(variant.layout), {**variant.when, **variant.set}
+        raise ValueError(f"{self.arch.model_type} holds {kv_heads} KV heads in none of its layouts")
 
     def trainable(self, module: torch.nn.Module) -> list[torch.nn.Parameter]:
         """The parameters that conversion writes (the rest, `fixed`, stay as the source has them)."""
@@ -51,11 +68,15 @@ class AttentionModules:
     def build(self, attn: AttentionWeights) -> torch.nn.Module:
         """The attention module holding `attn` (float32, eval mode: no dropout)."""
         config = copy.deepcopy(self.config)
-        setattr(config, self.arch.config.kv_heads, attn.kv_heads)
+        _, layout, flags = self._variant(attn.kv_heads)
+        for key, value in flags.items():
+            setattr(config, key, value)
+        if self.arch.config.kv_heads:
+            setattr(config, self.arch.config.kv_heads, attn.kv_heads)
         if self.implementation:
             config._attn_implementation = self.implementation
         prefix = self.arch.prefix(self.layer) + "."
-        tensors = get_layout(self.arch).from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
+        tensors = layout.from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
         state = {n.removeprefix(prefix): t.detach().to(torch.float32).clone() for n, t in tensors.items()}
         state.update({n: t.to(torch.float32).clone() for n, t in self.fixed.items()})
         with torch.device("meta"):
@@ -72,4 +93,5 @@ class AttentionModules:
         state = {
             prefix + n: t.detach().clone() for n, t in module.state_dict().items() if n not in self.fixed
         }
-        return get_layout(self.arch).to_heads(self.arch, self._dims(kv_heads), self.layer, state)
+        layout = self._variant(kv_heads)[1]
+        return layout.to_heads(self.arch, self._dims(kv_heads), self.layer, state)
