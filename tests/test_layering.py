@@ -206,7 +206,6 @@ def test_the_checks_see_lazy_imports_and_catch_violations(tmp_path):
     assert import_loops([c, d], packages=True) == [[d, c]]  # ...but the packages import each other
 
 
-@pytest.mark.xfail(strict=False, reason="redesign in progress")
 def test_no_file_is_over_350_lines():
     long = {
         str(p.relative_to(PACKAGE.parent)): n
