@@ -72,13 +72,27 @@ def load_average() -> list[float]:
         return []
 
 
+def shown_path(text: str) -> str:
+    """A path as a committed page may show it: relative to the checkout (or to its ../shared), or
+    `package:PKG/FILE` for a file an installed package ships; never this machine's absolute path."""
+    if not text.startswith("/"):
+        return text
+    path = Path(text).resolve()
+    for base, prefix in ((ROOT, ""), (ROOT.parent / "shared", "../shared/")):
+        try:
+            return prefix + path.relative_to(base.resolve()).as_posix()
+        except ValueError:
+            pass
+    parts = path.parts
+    if "site-packages" in parts:
+        rest = parts[parts.index("site-packages") + 1 :]
+        return "package:" + "/".join(rest)
+    return text
+
+
 def command_line() -> str:
-    script = Path(sys.argv[0]).resolve()
-    try:
-        shown = script.relative_to(ROOT).as_posix()
-    except ValueError:
-        shown = str(script)
-    return shlex.join(["python", shown, *sys.argv[1:]])
+    script = shown_path(str(Path(sys.argv[0]).resolve()))
+    return shlex.join(["python", script, *map(shown_path, sys.argv[1:])])
 
 
 def figure(
@@ -131,8 +145,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
+    if isinstance(value, (Path, str)):
+        return shown_path(str(value))
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
