@@ -95,6 +95,37 @@ def logged_step(out) -> int:
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
 
 
+def kill_mid_run(out: Path, *assignments: str, checkpoint: str = "step-00000008", after_step: int = 9) -> int:
+    """Start `uptrain train` in a subprocess, SIGKILL it once `checkpoint` exists and a later step
+    was logged, check it died unfinished, and return the last logged step."""
+    import signal
+
+    process = subprocess.Popen(
+        train_command(out, *assignments),
+        env=quiet_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: (out / "checkpoints" / checkpoint).is_dir() and logged_step(out) >= after_step, process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "final").exists(), "the run finished before it could be killed"
+    return logged_step(out)
+
+
+def torchrun_subprocess(out: Path, *assignments: str, processes: int = 2, timeout: float = 300):
+    """`uptrain train` on `processes` CPU processes through torch.distributed.run (gloo)."""
+    command = [
+        sys.executable,
+        *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)),
+        *("-m", "uptrain", "train", "--config", str(TINY), "--output", str(out)),
+        *sets(*SMALL, *assignments),
+    ]
+    return subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=timeout)
+
+
 def launch_command(out: Path, accelerate_config: str, *assignments: str, resume: bool = False) -> list[str]:
     """`accelerate launch --config_file configs/accelerate/NAME -m uptrain train ...` (two CPU processes)."""
     launcher = [

@@ -11,14 +11,12 @@ can turn a last-bit gradient difference into a step of about lr (the old 1e-5 fa
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from tolerances import LOSS_RTOL, weight_tolerance
-from train_runs import SMALL, TINY, losses, quiet_env, sets, train_subprocess
+from train_runs import losses, torchrun_subprocess, train_subprocess
 
 RUN = ("budget.max_steps=10", "checkpoint.every_steps=5")
 
@@ -34,13 +32,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     assert single.returncode == 0, single.stderr
 
     two = tmp_path / "two"
-    command = [
-        sys.executable,
-        *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
-        *("-m", "uptrain", "train", "--config", str(TINY), "--output", str(two)),
-        *sets(*SMALL, *RUN, "train.per_device_batch=2"),
-    ]
-    double = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    double = torchrun_subprocess(two, *RUN, "train.per_device_batch=2")
     assert double.returncode == 0, double.stderr[-3000:]
     assert "uptraining 5.1K tokens = 10 steps of 512 tokens" in double.stdout  # 2 x 2 x 2 x 64 per step
     assert double.stdout.count("saved ") == 1, "only the main process reports and writes"

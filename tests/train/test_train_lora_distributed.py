@@ -7,13 +7,10 @@ significant digit of the losses and leaves the merged weights within 1e-5.
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_runs import SMALL, TINY, losses, quiet_env, sets, train_subprocess
+from train_runs import losses, torchrun_subprocess, train_subprocess
 
 RUN = ("budget.max_steps=6", "checkpoint.every_steps=3", "train.lora.rank=4", "optim.lr=1e-2")
 
@@ -25,13 +22,7 @@ def test_lora_on_two_processes_matches_one(tmp_path):
     assert single.returncode == 0, single.stderr
 
     two = tmp_path / "two"
-    command = [
-        sys.executable,
-        *("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
-        *("-m", "uptrain", "train", "--config", str(TINY), "--output", str(two)),
-        *sets(*SMALL, *RUN, "train.per_device_batch=2"),
-    ]
-    double = subprocess.run(command, env=quiet_env(), capture_output=True, text=True, timeout=300)
+    double = torchrun_subprocess(two, *RUN, "train.per_device_batch=2")
     assert double.returncode == 0, double.stderr[-3000:]
 
     expected, got = losses(one), losses(two)

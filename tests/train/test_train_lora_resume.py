@@ -3,13 +3,10 @@ step for step, and the merged final/ bit for bit. Real subprocesses, as a user's
 
 from __future__ import annotations
 
-import signal
-import subprocess
-
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_runs import logged_step, losses, quiet_env, train_command, train_subprocess, wait_for
+from train_runs import kill_mid_run, losses, train_subprocess
 
 # dropout on: the resumed run must also restore the RNG that draws the adapters' dropout masks
 RUN = (
@@ -30,15 +27,7 @@ def test_lora_sigkill_then_resume_gives_the_same_run(tmp_path):
     assert sorted(expected) == list(range(1, 17))
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(
-        train_command(out, *RUN), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_for(lambda: (out / "checkpoints" / "step-00000008").is_dir() and logged_step(out) >= 9, process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    assert not (out / "final").exists(), "the run finished before it could be killed"
-    killed_at = logged_step(out)
+    killed_at = kill_mid_run(out, *RUN)
 
     resumed = train_subprocess(out, *RUN, resume=True)
     assert resumed.returncode == 0, resumed.stderr

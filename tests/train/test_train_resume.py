@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_runs import logged_step, losses, quiet_env, train_command, train_subprocess, wait_for
+from train_runs import kill_mid_run, logged_step, losses, quiet_env, train_command, train_subprocess, wait_for
 
 RUN = ("budget.max_steps=24", "checkpoint.every_steps=4", "checkpoint.keep_last=2")
 
@@ -24,15 +24,7 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
     assert sorted(expected) == list(range(1, 25))
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(
-        train_command(out, *RUN), env=quiet_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    wait_for(lambda: (out / "checkpoints" / "step-00000008").is_dir() and logged_step(out) >= 9, process)
-    process.send_signal(signal.SIGKILL)
-    process.communicate()
-    assert process.returncode == -signal.SIGKILL
-    assert not (out / "final").exists(), "the run finished before it could be killed"
-    killed_at = logged_step(out)
+    killed_at = kill_mid_run(out, *RUN)
 
     resumed = train_subprocess(out, *RUN, resume=True)
     assert resumed.returncode == 0, resumed.stderr
