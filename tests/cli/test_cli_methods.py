@@ -29,7 +29,7 @@ def test_pipeline_records_steps_calibration_and_figures(tiny_with_text, tmp_path
     r = run_cli(
         "convert", src, out, "-g", "2", "--method", "refine+similar",  # written in any order
         "--calibration-data", text, "--calibration-tokens", "600", "--calibration-seq-len", "100",
-        "--refine-steps", "3", "--refine-tokens", "200",
+        "--refine-steps", "3", "--refine-tokens", "200", "--refine-precision", "fp32",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "(similar+fit+refine)" in r.output and "calibrated on 600 tokens" in r.output
@@ -39,8 +39,10 @@ def test_pipeline_records_steps_calibration_and_figures(tiny_with_text, tmp_path
     assert c["calibration"]["seq_len"] == 100 and c["calibration"]["sequential"] is False
     assert c["method_options"] == {
         "refine_steps": 3,
-        "refine_lr": 2e-3,
+        "refine_lr": 3e-3,
         "refine_tokens": 200,
+        "refine_batch_tokens": 1024,
+        "refine_precision": "fp32",
         "refine_output": False,
         "query_aware": True,
         "output_aware": True,

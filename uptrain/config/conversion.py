@@ -60,10 +60,16 @@ class ConvertSection:
         "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
         cli={"negatable": True},
     )
-    refine_steps: int = setting(50, "Method refine: optimizer steps per layer.")
-    refine_lr: float = setting(2e-3, "Method refine: Adam learning rate (cosine decay).")
-    refine_tokens: int = setting(
-        2048, "Method refine: calibration tokens replayed per layer (2,048 a step, in turn)."
+    refine_steps: int = setting(100, "Method refine: optimizer steps per layer (one replay batch each).")
+    refine_lr: float = setting(3e-3, "Method refine: Adam learning rate (cosine decay).")
+    refine_tokens: int = setting(4096, "Method refine: calibration tokens replayed per layer.")
+    refine_batch_tokens: int = setting(
+        1024, "Method refine: replayed tokens per step (whole sequences; the batches are taken in turn)."
+    )
+    refine_precision: Literal["auto", "fp32", "bf16"] = setting(
+        "auto",
+        "Method refine: bf16 autocast of the replayed layer (weights stay fp32); auto: bf16 where the "
+        "CPU has AMX (Intel Xeon 4th generation and later, ~1.5x faster there), else fp32.",
     )
     refine_output: bool = setting(
         False,

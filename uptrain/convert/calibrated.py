@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from uptrain.config.conversion import ConvertSection
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
 from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions
@@ -22,8 +24,18 @@ def method_options(settings: ConvertSection) -> MethodOptions:
         refine_steps=settings.refine_steps,
         refine_lr=settings.refine_lr,
         refine_tokens=settings.refine_tokens,
+        refine_batch_tokens=settings.refine_batch_tokens,
+        refine_precision=refine_precision(settings.refine_precision),
         refine_output=settings.refine_output,
     )
+
+
+def refine_precision(setting: str) -> str:
+    """`refine_precision` resolved: auto is bf16 where the CPU multiplies bf16 in hardware (AMX)."""
+    if setting != "auto":
+        return setting
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own dispatch test
+    return "bf16" if amx is not None and amx() else "fp32"
 
 
 def spec_of(settings: ConvertSection) -> CalibrationSpec:
@@ -63,7 +75,11 @@ def calibrate(
     layer's calibration and the record of the pass."""
     spec = spec_of(settings)
     if "refine" in method.name.split("+"):
-        spec = dataclasses.replace(spec, keep_tokens=min(settings.refine_tokens, spec.tokens))
+        spec = dataclasses.replace(
+            spec,
+            keep_tokens=min(settings.refine_tokens, spec.tokens),
+            keep_batch_tokens=settings.refine_batch_tokens,
+        )
     started = time.perf_counter()
 
     def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:

@@ -39,5 +39,8 @@ def collect_calibration(
     keep = min(len(sequences), math.ceil(spec.keep_tokens / seq_len)) if spec.keep_tokens else 0
     model = load_source_model(source)
     if spec.sequential and convert_layer is not None:
-        return collect_sequential(model, arch, dims, source.config, sequences, keep, convert_layer, progress)
-    return collect_statistics(model, arch, dims, source.config, sequences, keep, progress)
+        return collect_sequential(
+            model, arch, dims, source.config, sequences, keep, convert_layer, progress, spec.keep_batch_tokens
+        )
+    batch = spec.keep_batch_tokens
+    return collect_statistics(model, arch, dims, source.config, sequences, keep, progress, batch)

@@ -67,9 +67,11 @@ def collect_statistics(
     sequences: torch.Tensor,
     keep_sequences: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    keep_batch_tokens: int = 1024,
 ) -> dict[int, LayerCalibration]:
     """Run `model` on `sequences` (N, T) and return each layer's calibration. The first
-    `keep_sequences` sequences' attention inputs are kept for replay. The model runs with eager
+    `keep_sequences` sequences' attention inputs are kept for replay, in batches of about
+    `keep_batch_tokens`. The model runs with eager
     attention (which returns the probabilities the hooks read); replays use its own."""
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
@@ -79,7 +81,7 @@ def collect_statistics(
         module = model.get_submodule(arch.prefix(i))
         handles.append(module.register_forward_pre_hook(acc.before, with_kwargs=True))
         handles.append(module.register_forward_hook(acc.after, with_kwargs=True))
-    batches = calibration_batches(sequences, keep_sequences)
+    batches = calibration_batches(sequences, keep_sequences, keep_batch_tokens)
     try:
         for done, (batch, keep) in enumerate(batches):
             for acc in accumulators:

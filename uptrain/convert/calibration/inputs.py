@@ -21,6 +21,7 @@ class CalibrationSpec:
     tokens: int = 4096  # tokens whose statistics are accumulated
     seq_len: int = 512  # calibration text is cut into sequences of this many tokens
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
+    keep_batch_tokens: int = 1024  # kept inputs come in batches of about this many tokens (a refine step)
     sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
 
     def record(self) -> dict[str, Any]:

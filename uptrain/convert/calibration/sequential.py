@@ -120,12 +120,13 @@ def collect_sequential(
     keep_sequences: int,
     convert_layer: ConvertLayer,
     progress: Callable[[int, int], None] | None = None,
+    keep_batch_tokens: int = 1024,
 ) -> dict[int, LayerCalibration]:
     """Convert every layer of `model` in order with `convert_layer`, each calibrated on the partly
     converted model's inputs; returns each layer's calibration with its `converted` weights."""
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
-    batches = calibration_batches(sequences, keep_sequences)
+    batches = calibration_batches(sequences, keep_sequences, keep_batch_tokens)
     attention_name = arch.prefix(0).rsplit(".", 1)[1]
     decoders = [model.get_submodule(arch.prefix(i).rsplit(".", 1)[0]) for i in range(dims.layers)]
     results: dict[int, LayerCalibration] = {}

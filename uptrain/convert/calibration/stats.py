@@ -70,10 +70,14 @@ def add_mixed(moments: Moments, probs: torch.Tensor, hidden: torch.Tensor) -> No
         moments.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
 
 
-def calibration_batches(sequences: torch.Tensor, keep_sequences: int) -> list[tuple[torch.Tensor, bool]]:
+def calibration_batches(
+    sequences: torch.Tensor, keep_sequences: int, keep_batch_tokens: int = BATCH_TOKENS
+) -> list[tuple[torch.Tensor, bool]]:
     """About BATCH_TOKENS tokens per batch; the first `keep_sequences` sequences (those replayed)
-    in batches of their own. Each batch comes with whether it is kept."""
+    in batches of their own of about `keep_batch_tokens` (a replay batch is one `refine` step).
+    Each batch comes with whether it is kept."""
     per_batch = max(1, BATCH_TOKENS // sequences.shape[1])
+    per_kept = max(1, keep_batch_tokens // sequences.shape[1])
     kept, rest = sequences[:keep_sequences], sequences[keep_sequences:]
-    batches = [(b, True) for b in kept.split(per_batch)] + [(b, False) for b in rest.split(per_batch)]
+    batches = [(b, True) for b in kept.split(per_kept)] + [(b, False) for b in rest.split(per_batch)]
     return [(b, keep) for b, keep in batches if len(b)]

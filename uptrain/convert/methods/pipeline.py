@@ -39,9 +39,11 @@ STEPS = {**GROUPING, **MERGES, **REFINEMENT}
 
 @dataclass(frozen=True)
 class MethodOptions:
-    refine_steps: int = 50
-    refine_lr: float = 2e-3
-    refine_tokens: int = 2048  # calibration tokens whose attention inputs refine replays
+    refine_steps: int = 100
+    refine_lr: float = 3e-3
+    refine_tokens: int = 4096  # calibration tokens whose attention inputs refine replays
+    refine_batch_tokens: int = 1024  # of those, per step (the calibration pass batches them so)
+    refine_precision: str = "fp32"  # fp32 or bf16 (autocast), resolved from the setting's auto
     refine_output: bool = False  # refine after fit: train o_proj too (other merges always train it)
     query_aware: bool = True  # fit: weight key errors by the energy of the queries that read them
     output_aware: bool = True  # fit: weight value errors by o_proj
@@ -49,7 +51,8 @@ class MethodOptions:
 
     def record(self, steps: list[str]) -> dict[str, Any]:
         values = asdict(self)
-        keep = {"refine_steps", "refine_lr", "refine_tokens", "refine_output"} if "refine" in steps else set()
+        refine = {"refine_steps", "refine_lr", "refine_tokens", "refine_batch_tokens", "refine_precision"}
+        keep = refine | {"refine_output"} if "refine" in steps else set()
         keep |= {"query_aware", "output_aware", "mixed_values"} if "fit" in steps else set()
         return {k: v for k, v in values.items() if k in keep}
 
@@ -122,7 +125,8 @@ def build_method(spec: str, options: MethodOptions | None = None) -> ConversionM
         new = merge(attn, groups, ctx)
         _note_error(attn, new, ctx)
         if refine:
-            result = refine_attention(attn, new, ctx, options.refine_steps, options.refine_lr, train_output)
+            steps, lr, precision = options.refine_steps, options.refine_lr, options.refine_precision
+            result = refine_attention(attn, new, ctx, steps, lr, train_output, precision)
             new = result.weights
             if ctx.report is not None:
                 ctx.report.update(

@@ -2,13 +2,19 @@
 
 The layer's converted attention module (built by transformers' own class, attention_modules.py)
 is trained to reproduce the source layer's attention output on the calibration inputs kept for
-replay: loss = |out_new - out_source|^2 / |out_source|^2, full batch, Adam with a cosine decay.
-The new K/V and the queries they were folded into move; the output projection moves only with
-train_output (pipeline.py: always after a merge other than fit). With 2,048 replayed tokens the
-full o_proj (hidden^2 weights) partly fits the replayed tokens rather than the layer: on SmolLM2
-3 -> 1, 30 steps at lr 2e-3 after fit left a held-out error of 0.141 / 0.162 (layers 15 / 29)
-with o_proj kept against 0.148 / 0.173 training it (docs/RESULTS.md); on a tiny model with 128
-replayed tokens the opposite held, hence the option. Each step takes one replay batch in turn.
+replay: loss = |out_new - out_source|^2 / |out_source|^2, Adam with a cosine decay, one replay
+batch a step in turn (the calibration pass cuts the kept inputs into batches of
+refine_batch_tokens). The new K/V and the queries they were folded into move; the output
+projection moves only with train_output (pipeline.py: always after a merge other than fit).
+
+The defaults (100 steps of 1,024 tokens out of 4,096, lr 3e-3) come from layer-by-layer
+measurements on SmolLM2 3 -> 1 (docs/RESULTS.md): the replayed tokens are few for a layer's
+weights, so more tokens in smaller steps generalize better than more steps on one batch, and the
+full o_proj (hidden^2 weights) fits the replayed tokens rather than the layer (hence kept after
+fit, unless train_output). With precision "bf16" the steps run under bf16 autocast (weights, the
+optimizer and the errors stay fp32); the errors before and after, and the choice between them,
+are computed in fp32.
+
 Only one layer's modules and inputs are in play at a time. With sequential calibration
 (sequential.py) the student sees the partly converted model's inputs and the teacher the
 source's own, so a layer also makes up for what the layers below it lost; without it both see
@@ -17,6 +23,7 @@ the source's.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -60,10 +67,12 @@ def refine_attention(
     steps: int,
     lr: float,
     train_output: bool = False,
+    precision: str = "fp32",
 ) -> RefineResult:
     """Train `start` (G KV heads) to match `source` on the layer's replayed calibration inputs.
-    Each step takes one replay batch (2,048 tokens) in turn; the weights with the lowest error on
-    all of them, among the start and the end, are kept (with one batch: the best seen)."""
+    Each step takes one replay batch in turn; the weights with the lowest error on all of them,
+    among the start and the end, are kept (with one batch: the best seen). precision "bf16" runs
+    the steps under bf16 autocast."""
     cal = ctx.calibration
     if cal is None or cal.modules is None or not cal.replay:
         raise SettingError("<method> refine needs calibration text; pass <calibration_data> FILE_OR_HUB_ID")
@@ -92,10 +101,14 @@ def refine_attention(
         with torch.no_grad():
             best = float(_relative_error(student, replay, targets, energy))
     before = best
+    autocast = (
+        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    )
     for step in range(steps):
         i = step % len(replay)
         optimizer.zero_grad(set_to_none=True)
-        loss = _relative_error(student, replay[i : i + 1], targets[i : i + 1], energy)
+        with autocast:
+            loss = _relative_error(student, replay[i : i + 1], targets[i : i + 1], energy)
         loss.backward()
         if full and step == 0:
             before = loss.item()  # the start's error, from the first step: no extra pass
