@@ -149,3 +149,40 @@ def task_figure(
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     return fig
+
+
+METHOD_COLOURS = ("#c44e52", "#55a868", "#8172b2", "#ccb974", "#64b5cd", "#937860")
+
+
+def comparison_figure(
+    metrics: dict[str, Sequence[dict[str, Any]]], source_ppl: float | None = None, title: str = ""
+) -> Any:
+    """Several runs on shared axes (name -> metrics.jsonl records): training loss (left) and held-out
+    perplexity (right, log scale) against tokens trained, with the source's perplexity as a line."""
+    fig, (loss_ax, ppl_ax) = _figure(11, 4.2, 2)
+    for (name, records), colour in zip(metrics.items(), METHOD_COLOURS * len(metrics), strict=False):
+        train = sorted((r["tokens"], r["loss"]) for r in records if r.get("loss") is not None)
+        held = sorted((r["tokens"], r["eval_ppl"]) for r in records if r.get("eval_ppl") is not None)
+        if train:
+            loss_ax.plot(*zip(*train, strict=True), color=colour, alpha=0.8, label=name)
+        if held:
+            ppl_ax.plot(*zip(*held, strict=True), "o-", color=colour, label=name)
+    if source_ppl is not None:
+        ppl_ax.axhline(
+            source_ppl, linestyle="--", color=ROLE_COLOURS["source"], label=f"source: {source_ppl:,.2f}"
+        )
+    loss_ax.set_xlabel("tokens trained")
+    loss_ax.set_ylabel("cross-entropy (nats / token)")
+    loss_ax.set_title("training loss")
+    loss_ax.grid(alpha=0.3)
+    ppl_ax.set_xlabel("tokens trained")
+    ppl_ax.set_ylabel("perplexity (log scale)")
+    ppl_ax.set_title("held-out perplexity")
+    ppl_ax.set_yscale("log")
+    ppl_ax.grid(alpha=0.3, which="both")
+    for ax in (loss_ax, ppl_ax):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -154,9 +154,32 @@ def report_markdown(report: dict[str, Any]) -> str:
         shots = "each task's default" if s.get("num_fewshot") is None else s["num_fewshot"]
         limit = f", at most {s['limit']:g} examples per task" if s.get("limit") else ""
         lines += ["## Downstream tasks (lm_eval)", "", *tasks, "", f"Few-shot: {shots}{limit}.", ""]
+    lines += continuation_markdown([(m["role"], m.get("continuations")) for m in models])
     for name, file in (report.get("plots") or {}).items():
         lines.append(f"![{name}]({file})")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(text: str) -> str:
+    """A continuation as one markdown table cell: newlines shown as ⏎, pipes escaped."""
+    return text.replace("|", "\\|").replace("\r", "").replace("\n", " ⏎ ").strip() or "(nothing)"
+
+
+def continuation_markdown(rows: list[tuple[str, list[dict[str, str]] | None]]) -> list[str]:
+    """A section with one table per prompt: each model's greedy continuation of it (no section
+    when no model has any). rows: (model name, its continuations)."""
+    prompts = [c["prompt"] for _, conts in rows if conts for c in conts]
+    if not prompts:
+        return []
+    lines = ["## Greedy continuations", ""]
+    for prompt in dict.fromkeys(prompts):
+        lines += [f"Prompt: `{prompt}`", "", "| model | continuation |", "|---|---|"]
+        for name, conts in rows:
+            text = next((c["continuation"] for c in conts or [] if c["prompt"] == prompt), None)
+            if text is not None:
+                lines.append(f"| {name} | {_cell(text)} |")
+        lines.append("")
+    return lines
 
 
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:

@@ -22,6 +22,9 @@ def _run(cfg, output: Path | None) -> None:
         raise UptrainError("no output directory; pass --output DIR or set output: in the config")
     cfg.output = str(out)
     console = Console(soft_wrap=True, highlight=False)
+    if cfg.compare.methods:
+        _compare(cfg, out, console)
+        return
     outcome = run_pipeline(cfg, out, console)
     console.print("")
     console.print(f"{'model':<10} {'KV heads':>8} {'perplexity':>12} {'KV cache/token':>15}")
@@ -35,6 +38,26 @@ def _run(cfg, output: Path | None) -> None:
     skipped = [name for name, status in outcome.statuses.items() if status == "skipped"]
     if skipped:
         console.print(f"skipped (up to date): {', '.join(skipped)}; ran: {', '.join(ran) or 'nothing'}")
+    for path in outcome.files:
+        console.print(f"{path.suffix[1:]}: {path}")
+
+
+def _compare(cfg, out: Path, console: Console) -> None:
+    from uptrain.pipeline import run_comparison
+    from uptrain.units import format_bytes
+
+    outcome = run_comparison(cfg, out, console)
+    c = outcome.comparison
+    console.print("")
+    console.print(
+        f"{'model':<24} {'KV heads':>8} {'perplexity':>12} {'vs source':>10} {'KV cache/token':>15}"
+    )
+    for r in c["rows"]:
+        console.print(
+            f"{r['model']:<24} {r.get('kv_heads', '?'):>8} {r['perplexity']:>12,.3f} "
+            f"{r['vs_source']:>9.2f}x {format_bytes(r['kv_bytes_per_token']):>15}"
+        )
+    console.print(f"on {c.get('tokens', 0):,} tokens of {c.get('source')}")
     for path in outcome.files:
         console.print(f"{path.suffix[1:]}: {path}")
 
@@ -70,14 +93,17 @@ def demo_command(
         None, "--hub-dataset", help="Uptrain on this Hub dataset instead of the Python docs text."
     ),
     hub_dataset_config: str = typer.Option(None, "--hub-dataset-config", help="Its configuration name."),
-    method: str = typer.Option(None, "--method", help="Conversion method (default: mean, the paper's)."),
+    method: str = typer.Option(
+        None, "--method", help="Run this conversion method alone (default: mean and fit+refine side by side)."
+    ),
     overrides: list[str] = typer.Option(
         None, "--set", help="Override a field of the demo config, e.g. --set budget.max_steps=2."
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the resolved config and exit."),
 ) -> None:
     """The whole recipe offline on a real model in minutes on a CPU: SmolLM2-135M-Instruct (3 KV heads)
-    to MQA, uptrained on the Python documentation; the config is configs/demo.yaml."""
+    to MQA by mean-pooling and by fit+refine, each uptrained on the Python documentation with the same
+    budget, compared in OUTPUT/comparison.md; the config is configs/demo.yaml."""
     from importlib.resources import files
 
     from uptrain.config import dump_config, parse_config
@@ -95,7 +121,7 @@ def demo_command(
     if hub_dataset:
         assignments += [f"data.dataset={hub_dataset}", f"data.config={hub_dataset_config or ''}"]
     if method:
-        assignments.append(f"model.convert.method={method}")
+        assignments += [f"model.convert.method={method}", "compare.methods=[]"]
     where = "configs/demo.yaml (--method, --set): " if method or overrides else "configs/demo.yaml: "
     cfg = parse_config(read_yaml_mapping(text, where), [*assignments, *(overrides or [])], where)
     if print_config:

@@ -54,6 +54,11 @@ class ConvertSection:
     calibration_text_column: str = setting("text", "Text column of calibration_data.")
     calibration_tokens: int = setting(4096, "Calibration tokens the methods collect statistics on.")
     calibration_seq_len: int = setting(512, "Calibration sequence length in tokens.")
+    calibration_skip_tokens: int = setting(
+        0,
+        "Skip the first N tokens of calibration_data (uptrain run skips at least the held-out blocks when "
+        "it calibrates on the training text).",
+    )
     sequential: bool = setting(
         False,
         "Calibrate each layer on the inputs of the model converted below it (as GPTQ does; measured "

@@ -229,8 +229,24 @@ class ReportSection:
         "auto", "dtype the three models are evaluated in (auto: each checkpoint's own)."
     )
     kv_context: int = setting(2048, "Context length for the KV-cache size in the report (batch 1).")
+    prompts: list[str] = setting(
+        doc="Prompts whose greedy continuation the report shows for every model (source, converted, "
+        "uptrained): what a person reads first.",
+        factory=list,
+    )
+    continuation_tokens: int = setting(24, "New tokens of each greedy continuation.")
     plots: bool = setting(
         True, "Draw training.png, perplexity.png, kv_cache.png, with report.tasks tasks.png (matplotlib)."
+    )
+
+
+@dataclass
+class CompareSection:
+    methods: list[str] = setting(
+        doc="uptrain run: convert and uptrain once per method (model.convert.method values), from the same "
+        "source with the same tokens and budget, into OUTPUT/<method>/, and compare them in "
+        "OUTPUT/comparison.md (empty: one run with model.convert.method).",
+        factory=list,
     )
 
 
@@ -259,6 +275,9 @@ class UptrainConfig:
     logging: LoggingSection = setting(doc="metrics.jsonl, console and TensorBoard.", factory=LoggingSection)
     report: ReportSection = setting(
         doc="uptrain run: how source, converted and uptrained are compared.", factory=ReportSection
+    )
+    compare: CompareSection = setting(
+        doc="uptrain run: several conversion methods side by side.", factory=CompareSection
     )
     push: PushSection = setting(
         doc="uptrain run: publish final/ to the Hub at the end (when push.repo is set).", factory=PushSection

@@ -48,6 +48,7 @@ def spec_of(settings: ConvertSection) -> CalibrationSpec:
         settings.calibration_tokens,
         settings.calibration_seq_len,
         settings.sequential,
+        settings.calibration_skip_tokens,
     )
 
 

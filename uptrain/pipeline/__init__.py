@@ -2,6 +2,7 @@
 (uptrain.pipeline.run; stage manifests in uptrain.pipeline.manifest; the evaluation stages in
 uptrain.pipeline.evaluation)."""
 
+from uptrain.pipeline.compare import ComparisonOutcome, run_comparison
 from uptrain.pipeline.run import RunOutcome, run_pipeline
 
-__all__ = ["RunOutcome", "run_pipeline"]
+__all__ = ["ComparisonOutcome", "RunOutcome", "run_comparison", "run_pipeline"]

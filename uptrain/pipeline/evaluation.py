@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
 from uptrain.config import DataSection, UptrainConfig
 from uptrain.data import DOCUMENT_SEPARATOR, TextSource, join_documents, load_documents
 from uptrain.evaluate import EvalReport, EvalSettings, evaluate_model, tokenize_text
+from uptrain.evaluate.continuations import greedy_continuations
 from uptrain.evaluate.documents import documents_within
 from uptrain.evaluate.report import resolve_window
 from uptrain.train.corpus import load_corpus, text_source
@@ -109,9 +111,16 @@ def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTo
 
 
 def evaluate_checkpoint(
-    role: str, path: Path, tokens: EvalTokens, tokenizer: Any, trust_remote_code: bool = False
+    role: str,
+    path: Path,
+    tokens: EvalTokens,
+    tokenizer: Any,
+    trust_remote_code: bool = False,
+    prompts: Sequence[str] = (),
+    continuation_tokens: int = 24,
 ) -> dict[str, Any]:
-    """One model's evaluation as report.json holds it: EvalReport.to_dict() with the model's role."""
+    """One model's evaluation as report.json holds it: EvalReport.to_dict() with the model's role,
+    and the greedy continuation of each of `prompts`."""
     settings = tokens.settings
     device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_causal_lm(path, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code)
@@ -119,6 +128,7 @@ def evaluate_checkpoint(
         settings = resolve_window(settings, [model.config])
         documents = list(tokens.documents) or tokens.text
         result = evaluate_model(role, model, tokenizer, tokens.ids, documents, settings)
+        continuations = greedy_continuations(model, tokenizer, prompts, continuation_tokens)
     finally:
         del model
         gc.collect()
@@ -126,6 +136,8 @@ def evaluate_checkpoint(
     data = report.to_dict()
     data["models"][0]["role"] = role
     data["tokens_sha256"] = tokens.sha256
+    if continuations:
+        data["models"][0]["continuations"] = continuations
     return data
 
 

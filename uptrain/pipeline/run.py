@@ -204,9 +204,9 @@ class Pipeline:
     # the stages
 
     def convert(self) -> dict[str, Any]:
-        from uptrain.pipeline.student import prepare_student
+        from uptrain.pipeline.student import prepare_student, run_model_section
 
-        student = prepare_student(self.cfg.model, self.run, self.say)
+        student = prepare_student(run_model_section(self.cfg), self.run, self.say)
         return {"source_path": student.teacher, "converted_path": str(student.path)}
 
     def tokens(self) -> Any:
@@ -217,7 +217,10 @@ class Pipeline:
 
     def evaluate(self, role: str, path: Path) -> dict[str, Any]:
         tokens = self.tokens()
-        result = evaluate_checkpoint(role, path, tokens, self._tokenizer, self.cfg.model.trust_remote_code)
+        r, trust = self.cfg.report, self.cfg.model.trust_remote_code
+        result = evaluate_checkpoint(
+            role, path, tokens, self._tokenizer, trust, r.prompts, r.continuation_tokens
+        )
         out = self.run.root / "evaluation" / f"{role}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")

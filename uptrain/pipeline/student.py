@@ -10,6 +10,7 @@ once into OUTPUT/source, an ordinary checkpoint that conversion, evaluation and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from uptrain.checkpoint.loading import check_remote_code, load_tokenizer
 from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama, resolve_source_ref, tiny_llama_config
 from uptrain.checkpoint.provenance import read_provenance
 from uptrain.checkpoint.source import open_source
-from uptrain.config import ConvertSection, ModelSection
+from uptrain.config import BUILTIN_PREFIX, ConvertSection, DataSection, ModelSection, UptrainConfig
 from uptrain.convert.calibrated import spec_of
 from uptrain.convert.convert import check_settings, convert_checkpoint
+from uptrain.data import TextSource
 from uptrain.errors import SettingError, UptrainError
 from uptrain.train.prepared import PreparedModel
 from uptrain.train.run_dir import RunDir
@@ -145,6 +147,31 @@ def source_ref(model: ModelSection) -> str:
         return resolve_source_ref(model.convert.source)
     except UptrainError as exc:
         raise UptrainError(f"model.convert.source: {exc}") from None
+
+
+def calibrating_on_training_text(convert: ConvertSection, data: DataSection) -> bool:
+    """Whether model.convert calibrates on the text (and split) that training reads."""
+    if convert.calibration_data is None or convert.calibration_data != data.dataset:
+        return False
+    own_config = data.dataset.startswith(BUILTIN_PREFIX) or TextSource(data.dataset).is_local
+    return (
+        convert.calibration_split == data.split
+        and convert.calibration_text_column == data.text_column
+        and (own_config or (convert.calibration_config or None) == (data.config or None))
+    )
+
+
+def run_model_section(cfg: UptrainConfig) -> ModelSection:
+    """cfg.model as a run converts it: calibration on the training text never sees the held-out
+    blocks (the first eval.blocks x data.seq_len tokens when eval.split is null), nor one calibration
+    sequence after them, which absorbs how the two tokenizations differ at document ends."""
+    convert = cfg.model.convert
+    if convert is None or cfg.eval.split is not None or not calibrating_on_training_text(convert, cfg.data):
+        return cfg.model
+    skip = cfg.eval.blocks * cfg.data.seq_len + convert.calibration_seq_len
+    if convert.calibration_skip_tokens >= skip:
+        return cfg.model
+    return dataclasses.replace(cfg.model, convert=dataclasses.replace(convert, calibration_skip_tokens=skip))
 
 
 def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> PreparedModel:

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from uptrain.config import UptrainConfig
 from uptrain.pipeline.model_config import check_before_writing
-from uptrain.pipeline.student import check_student, prepare_student
+from uptrain.pipeline.student import check_student, prepare_student, run_model_section
 from uptrain.threads import torch_threads
 from uptrain.train.builders import cpu_only
 from uptrain.train.loop import TrainingResult, train
@@ -37,5 +37,5 @@ def run_training(
         check_before_writing(cfg)
         set_seed(cfg.train.seed)
         with state.main_process_first():  # converted or built once, then loaded everywhere
-            student = prepare_student(cfg.model, run, say)
+            student = prepare_student(run_model_section(cfg), run, say)
         return train(cfg, run, student, start, console)

@@ -9,9 +9,12 @@ leaves the previous checkpoints as they were. Only the last `keep_last` are kept
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +71,25 @@ def remove_partial_checkpoints(root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+class _TiedWeightsNote(logging.Filter):
+    """accelerate's safetensors save drops the second name of tensors that share storage and warns
+    that it did ("Removed shared tensor {'lm_head.weight'} while saving"). For tied input and output
+    embeddings that is what loading expects (load_state ties them back), so the line only alarms."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_tied_weights() -> Iterator[None]:
+    logger, note = logging.getLogger("accelerate.utils.other"), _TiedWeightsNote()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
+
+
 def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, keep_last: int) -> Path:
     """Save the full training state as checkpoint `state.step`; all processes must call it."""
     final = root / checkpoint_name(state.step)
@@ -81,7 +103,8 @@ def save_checkpoint(accelerator: Any, root: Path, state: TrainerState, keep_last
         root.mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
     try:
-        accelerator.save_state(str(tmp))
+        with _quiet_tied_weights():
+            accelerator.save_state(str(tmp))
         if accelerator.is_main_process:
             state.write(tmp)
     except Exception as exc:  # noqa: BLE001 - torch.save reports a full disk as a RuntimeError

@@ -31,7 +31,7 @@ def collect_calibration(
     arch = get_architecture(source.config.get("model_type"))
     dims = read_dims(arch, source.config)
     tokenizer = load_tokenizer(source.root or source.model_path)
-    ids = calibration_token_ids(tokenizer, spec.data, spec.tokens)
+    ids = calibration_token_ids(tokenizer, spec.data, spec.tokens, spec.skip_tokens)
     seq_len = min(spec.seq_len, len(ids))
     if seq_len < 2:
         raise UptrainError(f"{spec.data.describe()} has too little text to calibrate on; pass more text")

@@ -9,7 +9,8 @@ import torch
 
 from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.checkpoint.shards import MemoryShard, PickleShard, SourceCheckpoint
-from uptrain.data import TextSource, join_documents, load_documents
+from uptrain.config import BUILTIN_PREFIX
+from uptrain.data import TextSource, builtin_text, join_documents, load_documents
 from uptrain.errors import SettingError
 
 DEFAULT_CALIBRATION = TextSource(split="train")  # WikiText-2 raw, train split
@@ -20,6 +21,7 @@ class CalibrationSpec:
     data: TextSource = DEFAULT_CALIBRATION
     tokens: int = 4096  # tokens whose statistics are accumulated
     seq_len: int = 512  # calibration text is cut into sequences of this many tokens
+    skip_tokens: int = 0  # the first tokens of the text that calibration leaves out
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
     keep_batch_tokens: int = 1024  # kept inputs come in batches of about this many tokens (a refine step)
     sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
@@ -30,6 +32,7 @@ class CalibrationSpec:
             "tokens": self.tokens,
             "seq_len": self.seq_len,
             "sequential": self.sequential,
+            **({"skip_tokens": self.skip_tokens} if self.skip_tokens else {}),
         }
 
 
@@ -41,17 +44,20 @@ def calibration_spec(
     tokens: int = 4096,
     seq_len: int = 512,
     sequential: bool = False,
+    skip_tokens: int = 0,
 ) -> CalibrationSpec:
     """A CalibrationSpec from the calibration_* settings (data None: the default)."""
     if tokens < 1 or seq_len < 2:
         raise SettingError("<calibration_tokens> must be at least 1 and <calibration_seq_len> at least 2")
+    if skip_tokens < 0:
+        raise SettingError("<calibration_skip_tokens> must be 0 or more")
     if data is None:
         source = TextSource(
             DEFAULT_CALIBRATION.dataset, config or DEFAULT_CALIBRATION.config, split, text_column
         )
     else:
         source = TextSource(data, config, split, text_column)
-    return CalibrationSpec(source, tokens, seq_len, sequential=sequential)
+    return CalibrationSpec(source, tokens, seq_len, sequential=sequential, skip_tokens=skip_tokens)
 
 
 # data.py names a text's settings as eval does; calibration calls them calibration_*
@@ -64,24 +70,29 @@ _FIELDS = {
 
 
 def _load_documents(data: TextSource) -> list[str]:
-    """load_documents, with its errors naming the calibration_* settings."""
+    """load_documents (a builtin: text is one document), its errors naming the calibration_* settings."""
+    if data.dataset.startswith(BUILTIN_PREFIX):
+        return [builtin_text(data.dataset[len(BUILTIN_PREFIX) :])]
     try:
         return load_documents(data)
     except SettingError as exc:
         raise exc.renamed(_FIELDS) from None
 
 
-def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int) -> torch.Tensor:
-    """The first `tokens` tokens of the documents joined (no special tokens added)."""
+def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int, skip: int = 0) -> torch.Tensor:
+    """`tokens` tokens of the documents joined (no special tokens added), after the first `skip`."""
     documents = _load_documents(data)
     taken, chars = [], 0
     for doc in documents:  # tokenize only about as much text as needed (~4 characters a token)
         taken.append(doc)
         chars += len(doc)
-        if chars > 8 * tokens:
+        if chars > 8 * (tokens + skip):
             break
-    ids = tokenizer(join_documents(taken), add_special_tokens=False).input_ids
-    return torch.tensor(ids[:tokens], dtype=torch.long)
+    text = join_documents(taken)
+    if skip:  # a long single document (a builtin text): only its first part
+        text = text[: 8 * (tokens + skip)]
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    return torch.tensor(ids[skip : skip + tokens], dtype=torch.long)
 
 
 def load_source_model(source: SourceCheckpoint) -> Any:
