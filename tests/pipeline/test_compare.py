@@ -72,6 +72,11 @@ def test_each_method_runs_alone_on_the_same_tokens_and_budget(compared):
         assert rows[f"{method} uptrained"]["perplexity"] == ppl["uptrained"]
         assert rows["source"]["perplexity"] == ppl["source"]
         assert rows[f"{method} uptrained"]["vs_source"] == pytest.approx(ppl["uptrained"] / ppl["source"])
+        # the conversion record (and the uptrained model's, which carries it) holds that perplexity
+        for folder in ("converted", "final"):
+            record = json.loads((out / method / folder / "uptrain.json").read_text())
+            assert record["evaluation_after_conversion"]["perplexity"] == ppl["converted"], folder
+            assert record["evaluation_after_conversion"]["tokens_sha256"] == reports[method]["tokens_sha256"]
     md = (out / "comparison.md").read_text()
     assert "| fit uptrained | 2 |" in md and "![comparison](comparison.png)" in md
     assert (out / "comparison.png").stat().st_size > 1000 and "comparison.md" in output

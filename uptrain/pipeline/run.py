@@ -27,7 +27,7 @@ import torch
 from rich.console import Console
 
 from uptrain.checkpoint.atomic import atomic_write_text
-from uptrain.checkpoint.provenance import read_provenance
+from uptrain.checkpoint.provenance import read_provenance, update_provenance
 from uptrain.config import UptrainConfig, dump_config
 from uptrain.config.schema import to_plain
 from uptrain.errors import UptrainError
@@ -229,6 +229,10 @@ class Pipeline:
             f"  {role}: perplexity {m['perplexity']:,.3f} on {result['tokens']:,} tokens "
             f"({result.get('source')}); KV cache {m['kv_bytes_per_token']:,} B/token"
         )
+        if role == "converted":  # the conversion record says how good the conversion alone was
+            keys = ("source", "tokens", "window", "stride", "tokens_sha256")
+            measured = {"perplexity": m["perplexity"], **{k: result.get(k) for k in keys}}
+            update_provenance(path, "evaluation_after_conversion", measured)
         return {"perplexity": m["perplexity"]}
 
     def train(self) -> dict[str, Any]:
