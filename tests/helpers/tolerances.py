@@ -32,3 +32,11 @@ def weight_tolerance(lr: float, betas: tuple[float, float], steps: int) -> float
 # (elements whose first moment is at rounding level), and those move the loss by |dL/dw| * lr each, far
 # below that. 1e-4 relative is three times the summation bound.
 LOSS_RTOL = 1e-4
+
+
+def merged_lora_tolerance(atol: float, scale: float, rank: int, max_a: float, max_b: float) -> float:
+    """A bound on |W'_a - W'_b| for merged LoRA weights W' = W + scale * B @ A when every element of A
+    and B differs by at most `atol` between the runs and |A| <= max_a, |B| <= max_b elementwise: each
+    element of B @ A sums `rank` products, each moved by at most atol * max_a + max_b * atol + atol^2;
+    weights trained in full (modules_to_save) differ by atol itself, hence the + atol."""
+    return scale * rank * (atol * max_a + max_b * atol + atol * atol) + atol

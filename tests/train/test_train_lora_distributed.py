@@ -1,18 +1,22 @@
 """train.lora on two CPU processes (torchrun, gloo, DDP) trains like one process with the same global batch.
 
-Tolerance as in test_train_distributed.py: the two runs see the same blocks per step and average the same
-gradients; only the order of float32 sums differs (all-reduce vs one batch), which moves the 7th
-significant digit of the losses and leaves the merged weights within 1e-5.
+The two runs see the same blocks per step and average the same gradients; only the order of float32
+sums differs (all-reduce vs one batch). Tolerances as in test_train_distributed.py (tolerances.py): the
+losses within LOSS_RTOL, the adapters within weight_tolerance(lr, betas, steps), the merged weights
+within merged_lora_tolerance of that.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
+from lora_checks import assert_merged_close
 from safetensors.torch import load_file
+from tolerances import LOSS_RTOL, weight_tolerance
 from train_runs import losses, torchrun_subprocess, train_subprocess
 
 RUN = ("budget.max_steps=6", "checkpoint.every_steps=3", "train.lora.rank=4", "optim.lr=1e-2")
+LR, BETAS, STEPS = 1e-2, (0.9, 0.95), 6  # optim.lr above, the default optim.betas
 
 
 @pytest.mark.slow
@@ -28,12 +32,13 @@ def test_lora_on_two_processes_matches_one(tmp_path):
     expected, got = losses(one), losses(two)
     assert sorted(got) == sorted(expected) == list(range(1, 7))
     for step in expected:
-        assert got[step] == pytest.approx(expected[step], rel=1e-5), step
-    final_one = load_file(one / "final" / "model.safetensors")
-    final_two = load_file(two / "final" / "model.safetensors")
-    assert final_one.keys() == final_two.keys()
-    for name in final_one:
-        torch.testing.assert_close(final_two[name], final_one[name], rtol=0, atol=1e-5)
+        assert got[step] == pytest.approx(expected[step], rel=LOSS_RTOL), step
+    atol = weight_tolerance(LR, BETAS, STEPS)
+    a_one, a_two = (load_file(r / "adapter" / "adapter_model.safetensors") for r in (one, two))
+    assert a_one.keys() == a_two.keys()
+    for name in a_one:
+        torch.testing.assert_close(a_two[name], a_one[name], rtol=0, atol=atol)
+    assert_merged_close(one, two, a_one, atol)
     # the checkpoint of the DDP run holds only what trains, under DDP's names
     saved = load_file(two / "checkpoints" / "step-00000003" / "model.safetensors")
     assert saved and all(".lora_" in k or ".modules_to_save." in k for k in saved), list(saved)

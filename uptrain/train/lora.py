@@ -153,10 +153,10 @@ def check_lora_plan(path: Path, cfg: UptrainConfig, accelerator: Any) -> None:
     (by 4e-4 relative at the second step), unlike full training, so it is not trusted yet."""
     if cfg.train.lora is None:
         return
-    if str(getattr(accelerator, "distributed_type", "")).endswith(("FSDP", "DEEPSPEED")):
+    if str(getattr(accelerator, "distributed_type", "")).endswith("DEEPSPEED"):
         raise UptrainError(
-            "train.lora does not support FSDP or DeepSpeed yet; launch it on one GPU or with DDP "
-            "(configs/accelerate/ddp.yaml), with train.lora.load_in_4bit to fit a larger model"
+            "train.lora does not support DeepSpeed yet; launch it with DDP or FSDP2 "
+            "(configs/accelerate/ddp.yaml, fsdp.yaml), with train.lora.load_in_4bit to fit a larger model"
         )
     lora_plan(_meta_model(path, cfg.model.trust_remote_code), cfg.train)
 
@@ -198,7 +198,12 @@ def apply_lora(model: Any, t: TrainSection, gradient_checkpointing: bool) -> tup
         bias="none",
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, config)
+    # peft draws lora_A from the global RNG, whose state differs between processes by then (the main
+    # process converted the model first); DDP broadcasts rank 0's weights but FSDP2 keeps each rank's
+    # own shard, so the adapters are drawn here from train.seed, the same on every process
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(t.seed)
+        model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     # the base model's own parameters (a 4-bit base counts its packed storage, two weights per element)
     total = sum(
