@@ -7,7 +7,7 @@ only where ALLOWED_SIDEWAYS says so (floor 2 is the only floor whose packages mu
   0  uptrain (the package __init__), uptrain.errors, uptrain.units, uptrain.threads, uptrain.task_table
   1  uptrain.architectures, uptrain.checkpoint, uptrain.data, uptrain.config
   2  uptrain.convert, uptrain.evaluate, uptrain.train, uptrain.hub   (train may import evaluate)
-  3  uptrain.pipeline, uptrain.report, uptrain.plots
+  3  uptrain.pipeline, uptrain.report, uptrain.comparison, uptrain.plots
   4  uptrain.cli, uptrain.__main__
 """
 
@@ -36,6 +36,7 @@ FLOORS = {
     "uptrain.hub": 2,
     "uptrain.pipeline": 3,
     "uptrain.report": 3,
+    "uptrain.comparison": 3,
     "uptrain.plots": 3,
     "uptrain.cli": 4,
     "uptrain.__main__": 4,
