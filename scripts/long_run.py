@@ -118,6 +118,38 @@ def plot(rows: list[dict[str, Any]], source_ppl: float, path: Path, title: str) 
     fig.savefig(path, format="png")
 
 
+MARKS = (0, 65536, 131072, 262144, 524288)
+
+
+def _ppl_at(points: list[tuple[int, float]], tokens: int) -> str:
+    value = dict(points).get(tokens)
+    return f"{value:,.2f}" if value is not None else ""
+
+
+def _tokens(value: int | None) -> str:
+    return f"{value:,}" if value is not None else "not reached"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The table of docs/RESULTS.md: held-out perplexity at a few token counts, the tokens to reach
+    2x and 1.5x the source's held-out perplexity, and the WikiText-2 end points."""
+    src = result["source_heldout_ppl"]
+    marks = " | ".join(f"held-out at {m // 1024}K" for m in MARKS)
+    lines = [
+        f"| run | {marks} | tokens to 2x ({2 * src:.1f}) | tokens to 1.5x ({1.5 * src:.1f}) "
+        "| test text: converted | test text: uptrained | training wall |",
+        "|---|" + "---:|" * (len(MARKS) + 5),
+    ]
+    for row in result["runs"]:
+        ends, wall = row["end_points"], row["train_seconds"]
+        cells = [_ppl_at(row["points"], m) for m in MARKS]
+        cells += [_tokens(row["tokens_to"]["2.0x"]), _tokens(row["tokens_to"]["1.5x"])]
+        cells += [f"{ends[r]:,.2f}" if ends.get(r) else "" for r in ("converted", "uptrained")]
+        cells.append(f"{wall / 60:.0f} min" if wall else "still training")
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -136,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
     for row in rows:
         print(json.dumps({k: v for k, v in row.items() if k != "points"}))
+    print(markdown(result))
     return result
 
 
