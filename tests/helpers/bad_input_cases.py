@@ -81,6 +81,28 @@ CASES = [
     # -- convert: damaged sources ------------------------------------------------------------------------
     Case(
         "convert",
+        "refine-precision-unknown",
+        lambda p: ["convert", p.mha, p.out, "-g", "2", "--method", "fit+refine", "--refine-precision", "fp8"],
+        ("--refine-precision 'fp8' is not one of auto, fp32, bf16",),
+    ),
+    Case(
+        "convert",
+        "refine-batch-tokens-zero",
+        lambda p: [
+            "convert",
+            p.mha,
+            p.out,
+            "-g",
+            "2",
+            "--method",
+            "fit+refine",
+            "--refine-batch-tokens",
+            "0",
+        ],
+        ("--refine-batch-tokens must be at least 1",),
+    ),
+    Case(
+        "convert",
         "config-not-json",
         lambda p: ["convert", p.src, p.out, "-g", "2"],
         ("config.json is not valid JSON", "re-download"),

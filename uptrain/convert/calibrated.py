@@ -19,6 +19,21 @@ from uptrain.errors import SettingError
 LayerReports = dict[int, dict[str, float]]  # per-layer figures the methods note (errors before/after)
 
 
+REFINE_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_refine_settings(settings: ConvertSection) -> None:
+    """refine's numbers, before anything is read or written."""
+    if settings.refine_precision not in REFINE_PRECISIONS:
+        raise SettingError(
+            f"<refine_precision> {settings.refine_precision!r} is not one of {', '.join(REFINE_PRECISIONS)}"
+        )
+    if settings.refine_steps < 0 or settings.refine_lr <= 0:
+        raise SettingError("<refine_steps> must be 0 or more and <refine_lr> more than 0")
+    if settings.refine_tokens < 1 or settings.refine_batch_tokens < 1:
+        raise SettingError("<refine_tokens> and <refine_batch_tokens> must be at least 1")
+
+
 def method_options(settings: ConvertSection) -> MethodOptions:
     return MethodOptions(
         refine_steps=settings.refine_steps,

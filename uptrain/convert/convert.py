@@ -28,6 +28,7 @@ from uptrain.convert.calibrated import (
     LayerReports,
     calibrate,
     check_calibrated_layout,
+    check_refine_settings,
     method_options,
     method_record,
     spec_of,
@@ -50,6 +51,8 @@ def check_settings(settings: ConvertSection) -> ConversionMethod:
     if not 0 <= settings.seed <= MAX_SEED:
         raise SettingError(f"<seed> {settings.seed} must be between 0 and {MAX_SEED}")
     method = get_method(settings.method, method_options(settings))
+    if "refine" in method.name.split("+"):
+        check_refine_settings(settings)
     if method.needs_calibration:
         spec_of(settings)  # calibration numbers
     return method
