@@ -95,18 +95,23 @@ def logged_step(out) -> int:
 ACCELERATE_CONFIGS = ROOT / "configs" / "accelerate"
 
 
-def kill_mid_run(out: Path, *assignments: str, checkpoint: str = "step-00000008", after_step: int = 9) -> int:
-    """Start `uptrain train` in a subprocess, SIGKILL it once `checkpoint` exists and a later step
-    was logged, check it died unfinished, and return the last logged step."""
-    import signal
-
-    process = subprocess.Popen(
+def start_training(out: Path, *assignments: str) -> subprocess.Popen:
+    """`uptrain train` on configs/tiny-cpu.yaml in a subprocess, its output piped, not waited for."""
+    return subprocess.Popen(
         train_command(out, *assignments),
         env=quiet_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def kill_mid_run(out: Path, *assignments: str, checkpoint: str = "step-00000008", after_step: int = 9) -> int:
+    """Start `uptrain train` in a subprocess, SIGKILL it once `checkpoint` exists and a later step
+    was logged, check it died unfinished, and return the last logged step."""
+    import signal
+
+    process = start_training(out, *assignments)
     wait_for(lambda: (out / "checkpoints" / checkpoint).is_dir() and logged_step(out) >= after_step, process)
     process.send_signal(signal.SIGKILL)
     process.communicate()

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from train_runs import kill_mid_run, logged_step, losses, quiet_env, train_command, train_subprocess, wait_for
+from train_runs import kill_mid_run, logged_step, losses, start_training, train_subprocess, wait_for
 
 RUN = ("budget.max_steps=24", "checkpoint.every_steps=4", "checkpoint.keep_last=2")
 
@@ -46,13 +45,7 @@ def test_sigkill_then_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_p
 def test_sigterm_or_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     out = tmp_path / "run"
     assignments = ("budget.max_steps=400", "checkpoint.every_steps=0")
-    process = subprocess.Popen(
-        train_command(out, *assignments),
-        env=quiet_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_training(out, *assignments)
     wait_for(lambda: logged_step(out) >= 3, process)
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
