@@ -71,7 +71,6 @@ def test_llama_keeps_its_layout_and_writes_g_kv_heads():
     route = plan_route(LLAMA, 2)
     assert route.source is route.target and route.source_variant is route.target_variant
     assert not route.translating and not route.changes_variant
-    assert (route.cached_kv_heads_before, route.cached_kv_heads_after) == (4, 2)
     assert output_config(route, LLAMA) == {**LLAMA, "num_key_value_heads": 2, "head_dim": 8}
     assert LLAMA["num_key_value_heads"] == 4  # the input dict is not changed
     assert valid_groups(route.source, LLAMA, route.dims) == [1, 2, 4]
@@ -119,12 +118,10 @@ def test_falcon_mha_goes_multi_query_at_one_and_new_decoder_architecture_between
         True,
         False,
     )
-    assert (to_one.cached_kv_heads_before, to_one.cached_kv_heads_after) == (8, 1)
     assert output_config(to_one, FALCON_MHA) == {**FALCON_MHA, "multi_query": True, "num_kv_heads": 1}
 
     to_two = plan_route(FALCON_MHA, 2)
     assert to_two.target_variant.name == "new_decoder_architecture"
-    assert to_two.cached_kv_heads_after == 8  # FalconAttention caches K/V broadcast to every query head
     expected = {
         **FALCON_MHA,
         "new_decoder_architecture": True,

@@ -2,6 +2,7 @@
 means below it, the same function as the mean-pooled source, loading and generating without
 remote code, and one-line errors where the target class cannot hold G heads."""
 
+import json
 import shutil
 
 import pytest
@@ -28,24 +29,26 @@ from uptrain.convert.convert import convert_checkpoint
 IDS = torch.tensor([[1, 5, 9, 13, 17, 21]])
 H = 8
 
-# source, G, config values the output must have, KV heads transformers caches per layer
+# source, G, config values the output must have, whether the target is Falcon's new decoder layout,
+# whose class cached K/V broadcast to all H heads before transformers 5.25 and G heads since
+NEW = {"new_decoder_architecture": True}
 CASES = [
-    ("phi3", 4, {"num_key_value_heads": 4}, 4),
-    ("phi3", 2, {"num_key_value_heads": 2}, 2),
-    ("phi3", 1, {"num_key_value_heads": 1}, 1),
-    ("falcon_new", 4, {"new_decoder_architecture": True, "num_kv_heads": 4, "num_ln_in_parallel_attn": 2}, H),
-    ("falcon_new", 2, {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}, H),
-    ("falcon_new", 1, {"new_decoder_architecture": True, "num_kv_heads": 1}, H),
-    ("falcon_mha", 8, {"new_decoder_architecture": False, "multi_query": False, "num_kv_heads": 8}, H),
-    ("falcon_mha", 4, {"new_decoder_architecture": True, "num_kv_heads": 4, "num_ln_in_parallel_attn": 1}, H),
-    ("falcon_mha", 2, {"new_decoder_architecture": True, "num_kv_heads": 2, "num_ln_in_parallel_attn": 1}, H),
-    ("falcon_mha", 1, {"new_decoder_architecture": False, "multi_query": True, "num_kv_heads": 1}, 1),
-    ("falcon_mha_sequential_alibi", 8, {"multi_query": False, "parallel_attn": False}, H),
-    ("falcon_mha_sequential_alibi", 1, {"multi_query": True, "parallel_attn": False}, 1),
-    ("falcon_multi_query", 1, {"multi_query": True, "new_decoder_architecture": False}, 1),
-    ("bigcode_mha", 8, {"multi_query": False, "num_key_value_heads": 8}, H),
-    ("bigcode_mha", 1, {"multi_query": True, "num_key_value_heads": 1}, 1),
-    ("bigcode_multi_query", 1, {"multi_query": True}, 1),
+    ("phi3", 4, {"num_key_value_heads": 4}, False),
+    ("phi3", 2, {"num_key_value_heads": 2}, False),
+    ("phi3", 1, {"num_key_value_heads": 1}, False),
+    ("falcon_new", 4, {**NEW, "num_kv_heads": 4, "num_ln_in_parallel_attn": 2}, True),
+    ("falcon_new", 2, {**NEW, "num_kv_heads": 2, "num_ln_in_parallel_attn": 2}, True),
+    ("falcon_new", 1, {**NEW, "num_kv_heads": 1}, True),
+    ("falcon_mha", 8, {"new_decoder_architecture": False, "multi_query": False, "num_kv_heads": 8}, False),
+    ("falcon_mha", 4, {**NEW, "num_kv_heads": 4, "num_ln_in_parallel_attn": 1}, True),
+    ("falcon_mha", 2, {**NEW, "num_kv_heads": 2, "num_ln_in_parallel_attn": 1}, True),
+    ("falcon_mha", 1, {"new_decoder_architecture": False, "multi_query": True, "num_kv_heads": 1}, False),
+    ("falcon_mha_sequential_alibi", 8, {"multi_query": False, "parallel_attn": False}, False),
+    ("falcon_mha_sequential_alibi", 1, {"multi_query": True, "parallel_attn": False}, False),
+    ("falcon_multi_query", 1, {"multi_query": True, "new_decoder_architecture": False}, False),
+    ("bigcode_mha", 8, {"multi_query": False, "num_key_value_heads": 8}, False),
+    ("bigcode_mha", 1, {"multi_query": True, "num_key_value_heads": 1}, False),
+    ("bigcode_multi_query", 1, {"multi_query": True}, False),
 ]
 
 
@@ -68,7 +71,9 @@ def run(path, ids=IDS):
         out = model(input_ids=ids, use_cache=True)
         generated = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False, pad_token_id=0)
     assert generated.shape == (1, ids.shape[1] + 3)
-    return out.logits, [layer.keys.shape[1] for layer in out.past_key_values.layers]
+    layers = out.past_key_values.layers
+    cached_bytes = sum(t.numel() * t.element_size() for layer in layers for t in (layer.keys, layer.values))
+    return out.logits, [layer.keys.shape[1] for layer in layers], cached_bytes // ids.shape[1]
 
 
 def logits_with_state(src, state, tmp_path):
@@ -83,13 +88,13 @@ def logits_with_state(src, state, tmp_path):
         return model(input_ids=IDS).logits
 
 
-@pytest.mark.parametrize("name,groups,flags,cached", CASES, ids=[f"{c[0]}-G{c[1]}" for c in CASES])
-def test_fused_conversion(sources, tmp_path, name, groups, flags, cached):
+@pytest.mark.parametrize("name,groups,flags,new_decoder", CASES, ids=[f"{c[0]}-G{c[1]}" for c in CASES])
+def test_fused_conversion(sources, tmp_path, name, groups, flags, new_decoder):
     src = sources(name)
     src_config, src_state = read_config(src), read_state(src)
     _, kv, qkv, _ = attention_layout(src_config)
     out = tmp_path / "out"
-    convert_checkpoint(open_source(src), out, ConvertSection(groups=groups))
+    result = convert_checkpoint(open_source(src), out, ConvertSection(groups=groups))
 
     config, state = read_config(out), read_state(out)
     assert {k: config.get(k) for k in flags} == flags
@@ -108,9 +113,15 @@ def test_fused_conversion(sources, tmp_path, name, groups, flags, cached):
             torch.testing.assert_close(ok, group_mean(sk, groups).float(), rtol=1e-6, atol=1e-7)
             torch.testing.assert_close(ov, group_mean(sv, groups).float(), rtol=1e-6, atol=1e-7)
 
-    logits, cache_heads = run(out)
-    src_logits, _ = run(src)
-    assert cache_heads == [cached, cached]
+    logits, cache_heads, cached_bytes = run(out)
+    src_logits, _, src_cached_bytes = run(src)
+    # the cache holds G heads, or at most H where the installed class broadcasts them (Falcon's new
+    # decoder layout did before transformers 5.25); whichever it is, uptrain reports what it holds
+    assert set(cache_heads) <= ({groups, H} if new_decoder else {groups})
+    assert (result.kv_bytes_per_token_before, result.kv_bytes_per_token_after) == (
+        src_cached_bytes,
+        cached_bytes,
+    )
     if groups == kv:
         assert torch.equal(logits, src_logits), "converting to the source's own KV count must be exact"
     else:
@@ -149,11 +160,17 @@ def test_inspect_lists_only_groups_the_class_can_hold(sources):
 
 
 def test_falcon_new_architecture_reports_the_cache_transformers_keeps(sources, tmp_path):
-    """FalconAttention (new_decoder_architecture) caches K/V broadcast to all H heads; the figures say so."""
+    """Whatever the installed FalconAttention caches (H broadcast heads before transformers 5.25, G
+    since), convert and inspect report those bytes: compared with the real cache of the real model."""
     result = convert_checkpoint(open_source(sources("falcon_new")), tmp_path / "o", ConvertSection(groups=1))
-    assert result.kv_bytes_per_token_before == result.kv_bytes_per_token_after == 2 * 2 * H * 8 * 4
+    _, heads_before, before = run(sources("falcon_new"))
+    _, heads_after, after = run(tmp_path / "o")
+    assert (result.kv_bytes_per_token_before, result.kv_bytes_per_token_after) == (before, after)
+    assert before == 2 * 2 * heads_before[0] * 8 * 4 and after == 2 * 2 * heads_after[0] * 8 * 4
+    facts = json.loads(run_cli("inspect", tmp_path / "o", "--json").output)
+    assert facts["kv_bytes_per_token"] == after
     mq = convert_checkpoint(open_source(sources("falcon_mha")), tmp_path / "m", ConvertSection(groups=1))
-    assert mq.kv_bytes_per_token_after * H == mq.kv_bytes_per_token_before
+    assert mq.kv_bytes_per_token_after * H == mq.kv_bytes_per_token_before  # multi_query caches 1 of 8
 
 
 @pytest.mark.parametrize("model_type", ["opt", "bloom", "mpt", "gpt_neo", "persimmon", "gpt_neox_japanese"])

@@ -4,6 +4,7 @@ autocast still lowers the layer's error (the errors it reports are computed in f
 
 import json
 
+import pytest
 import torch
 from method_helpers import calibrate
 from tiny_models import build_tiny
@@ -49,3 +50,30 @@ def test_bf16_refine_lowers_every_layers_error(tmp_path):
     # must still improve on fit's start somewhere on this model
     assert all(a <= b for a, b in zip(after, before, strict=True))
     assert sum(after) < sum(before)
+
+
+@pytest.mark.parametrize(
+    "amx,capability,onednn_isa,expected",
+    [
+        (True, "AVX512", None, "bf16"),  # an AMX CPU, nothing limited
+        (True, "AVX512", "AVX512_CORE_AMX", "bf16"),
+        (True, "AVX2", None, "fp32"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels limited below AMX
+        (True, "AVX512", "AVX2", "fp32"),  # ONEDNN_MAX_CPU_ISA=AVX2: oneDNN's matmuls limited
+        (False, "AVX512", None, "fp32"),  # no AMX in the CPU
+    ],
+)
+def test_auto_refine_precision_follows_what_torch_may_use(monkeypatch, amx, capability, onednn_isa, expected):
+    """auto picks bf16 only where the CPU has AMX and neither torch's dispatch (ATEN_CPU_CAPABILITY,
+    read at torch's start, hence patched here) nor oneDNN (ONEDNN_MAX_CPU_ISA) is limited below it."""
+    import torch
+
+    from uptrain.convert.calibrated import refine_precision
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    if onednn_isa is None:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    else:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", onednn_isa)
+    assert refine_precision("auto") == expected
+    assert refine_precision("fp32") == "fp32" and refine_precision("bf16") == "bf16"

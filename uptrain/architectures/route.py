@@ -98,15 +98,6 @@ class Route:
     def changes_variant(self) -> bool:
         return self.translating or self.target_variant is not self.source_variant
 
-    @property
-    def cached_kv_heads_before(self) -> int:
-        """KV heads the source's transformers class really caches per layer."""
-        return self.dims.heads if self.source_variant.caches_all_heads else self.dims.kv_heads
-
-    @property
-    def cached_kv_heads_after(self) -> int:
-        return self.dims.heads if self.target_variant.caches_all_heads else self.groups
-
 
 def _choose(
     source: Architecture, variant: Variant, config: Mapping[str, Any], dims: AttentionDims, groups: int

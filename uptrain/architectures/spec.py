@@ -63,7 +63,6 @@ class Variant:
     when: Mapping[str, Any] = field(default_factory=dict)
     set: Mapping[str, Any] = field(default_factory=dict)
     requires: tuple[Requirement, ...] = ()
-    caches_all_heads: bool = False  # transformers broadcasts K/V to every query head before caching
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ streaming loop -- the calibration pass over the source model -- and what uptrain
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -46,11 +47,24 @@ def method_options(settings: ConvertSection) -> MethodOptions:
 
 
 def refine_precision(setting: str) -> str:
-    """`refine_precision` resolved: auto is bf16 where the CPU multiplies bf16 in hardware (AMX)."""
+    """`refine_precision` resolved: auto is bf16 where the CPU multiplies bf16 in hardware (AMX)
+    and torch may use it (cpu_uses_amx)."""
     if setting != "auto":
         return setting
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own dispatch test
-    return "bf16" if amx is not None and amx() else "fp32"
+    return "bf16" if cpu_uses_amx() else "fp32"
+
+
+def cpu_uses_amx() -> bool:
+    """Whether torch's CPU kernels run on AMX: the CPU has it (torch's own CPUID test) and neither
+    ATEN_CPU_CAPABILITY nor ONEDNN_MAX_CPU_ISA limits torch below it (as when emulating an AVX2 CPU:
+    ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2)."""
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    if amx is None or not amx():
+        return False
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX512", "AVX512_BF16", "AMX"):
+        return False
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return isa in ("ALL", "DEFAULT") or "AMX" in isa
 
 
 def spec_of(settings: ConvertSection) -> CalibrationSpec:

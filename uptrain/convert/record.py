@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uptrain.architectures import AttentionDims
-from uptrain.architectures.kv_cache import kv_cache_bytes_per_token
+from uptrain.architectures import AttentionDims, output_config
+from uptrain.architectures.kv_cache import cached_kv_bytes_per_token
 from uptrain.checkpoint.dtypes import DTYPE_NAMES
 from uptrain.checkpoint.provenance import now
 from uptrain.checkpoint.shards import SourceCheckpoint
@@ -72,7 +72,7 @@ def conversion_result(
     """The result of a finished conversion, with the KV-cache bytes per token before and after."""
     source_dtype = plan.view.meta(plan.layer_tensors[0][0]).dtype  # what the model runs and caches in
     out_dtype = target_dtype or source_dtype
-    dims, route = plan.dims, plan.route
+    dims, route, config = plan.dims, plan.route, plan.view.source.config
     return ConversionResult(
         out=out,
         model_type=plan.arch.model_type,
@@ -84,11 +84,11 @@ def conversion_result(
         seconds=time.perf_counter() - started,
         bytes_written=plan.total_bytes,
         tensors=plan.tensor_count,
-        kv_bytes_per_token_before=kv_cache_bytes_per_token(
-            dims.layers, route.cached_kv_heads_before, dims.head_dim, source_dtype
+        kv_bytes_per_token_before=cached_kv_bytes_per_token(
+            config, source_dtype, dims.layers, dims.kv_heads, dims.head_dim
         ),
-        kv_bytes_per_token_after=kv_cache_bytes_per_token(
-            dims.layers, route.cached_kv_heads_after, dims.head_dim, out_dtype
+        kv_bytes_per_token_after=cached_kv_bytes_per_token(
+            output_config(route, config), out_dtype, dims.layers, route.groups, dims.head_dim
         ),
         record=record,
     )

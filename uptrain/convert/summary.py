@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from uptrain.architectures import AttentionDims, get_architecture, get_layout, read_dims, valid_groups
-from uptrain.architectures.kv_cache import kv_cache_bytes_per_token
+from uptrain.architectures.kv_cache import cached_kv_bytes_per_token
 from uptrain.architectures.route import source_variant
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.convert.tensor_rules import RuledSource, TensorRules
@@ -37,14 +37,15 @@ def summarize(source: SourceCheckpoint) -> CheckpointSummary:
     view = RuledSource(source, TensorRules(arch.translate))
     first_attention = get_layout(variant.layout).layer_tensors(arch, dims, 0, set(view.names()))[0]
     dtype = view.meta(first_attention).dtype
-    cached_kv = dims.heads if variant.caches_all_heads else dims.kv_heads  # what transformers caches
     parameters = sum(_numel(source.meta(n).shape) for n in source.names())
     return CheckpointSummary(
         model_type=arch.model_type,
         dims=dims,
         parameters=parameters,
         dtype=str(dtype).removeprefix("torch."),
-        kv_bytes_per_token=kv_cache_bytes_per_token(dims.layers, cached_kv, dims.head_dim, dtype),
+        kv_bytes_per_token=cached_kv_bytes_per_token(
+            source.config, dtype, dims.layers, dims.kv_heads, dims.head_dim
+        ),
         valid_groups=valid_groups(arch, source.config, dims),
     )
 
