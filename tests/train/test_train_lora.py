@@ -73,6 +73,7 @@ def test_final_is_plain_weights_whose_logits_equal_the_unmerged_peft_model(lora_
     config = json.loads((final / "config.json").read_text())
     assert config["dtype"] == json.loads((lora_run / "converted" / "config.json").read_text())["dtype"]
     merged = _load(final)  # no peft, no trust_remote_code
+    assert config["architectures"] == [type(merged).__name__]  # the class serving engines choose code by
     unmerged = PeftModel.from_pretrained(_load(lora_run / "converted"), lora_run / "adapter").eval()
     ids = _tokens(lora_run, n=2)
     with torch.no_grad():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Sequence
+
 import torch
 
 from uptrain.errors import UptrainError
@@ -39,3 +42,18 @@ def resolve_dtype(name: str | None) -> torch.dtype | str:
     if name not in TORCH_DTYPES:
         raise UptrainError(f"dtype {name!r} is not one of auto, bf16, fp16, fp32")
     return TORCH_DTYPES[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """transformers' name of a torch dtype, as config.json's "dtype" says it ("bfloat16")."""
+    return DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def main_dtype(tensors: Iterable[tuple[torch.dtype, Sequence[int]]]) -> torch.dtype | None:
+    """The floating-point dtype that holds the most numbers of (dtype, shape) pairs: what a checkpoint
+    declares as its dtype (None when it has no floating-point tensor)."""
+    counts: dict[torch.dtype, int] = {}
+    for dtype, shape in tensors:
+        if dtype.is_floating_point:
+            counts[dtype] = counts.get(dtype, 0) + math.prod(shape)
+    return max(counts, key=counts.__getitem__) if counts else None

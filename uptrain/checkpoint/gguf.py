@@ -11,8 +11,9 @@ from pathlib import Path
 
 import torch
 
-from uptrain.checkpoint.dtypes import TORCH_DTYPES
+from uptrain.checkpoint.dtypes import TORCH_DTYPES, dtype_name
 from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
+from uptrain.checkpoint.serving_keys import with_architectures, with_dtype
 from uptrain.checkpoint.shards import MemoryShard, SourceCheckpoint
 from uptrain.errors import UptrainError
 
@@ -62,7 +63,7 @@ def open_gguf_source(
     config = model.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "transformers_version"):
         config.pop(key, None)
-    config["dtype"] = str(torch_dtype).removeprefix("torch.")
+    config = with_architectures(with_dtype(config, dtype_name(torch_dtype)))  # GGUF's config names no class
     (staging / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     tokenizer.save_pretrained(staging)
     if model.generation_config is not None:
@@ -129,6 +130,7 @@ def dequantize_gguf(gguf_path: Path, out: Path, dtype: str | None = None) -> Pat
     with atomic_directory(out, overwrite=True) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         copy_side_files(source.root, tmp)
-        (tmp / "config.json").write_text(json.dumps(source.config, indent=2) + "\n")
+        config = with_architectures(source.config)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         write_provenance(tmp, {"created": now(), "source": source.provenance, "dequantized": identity})
     return out

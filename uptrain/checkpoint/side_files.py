@@ -64,3 +64,11 @@ def copy_side_files(root: Path | None, dest: Path) -> list[str]:
         shutil.copy2(entry, dest / entry.name)
         copied.append(entry.name)
     return copied
+
+
+def write_generation_config(dest: Path, config: dict) -> None:
+    """generation_config.json derived from config.json (its BOS, EOS and pad ids), as transformers'
+    save_pretrained writes one, for an output whose source has none: serving engines read it."""
+    from transformers import GenerationConfig
+
+    GenerationConfig.from_model_config(dict(config)).save_pretrained(dest)

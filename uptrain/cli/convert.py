@@ -25,7 +25,11 @@ def convert(
     src: str = typer.Argument(..., help="Source: a local directory, a Hub model id or a .gguf file."),
     out: Path = typer.Argument(..., help="Output directory (written atomically)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
-    verify: bool = typer.Option(False, "--verify", help="Load both models and compare logits and KV cache."),
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Load both models and compare logits and KV cache; check OUT's config.json against its weights.",
+    ),
     **options: Any,
 ) -> None:
     """Convert SRC to G key/value heads per layer and write it to OUT.
@@ -98,6 +102,28 @@ def convert(
             f"{v.kv_bytes_per_token_output:,}",
         )
         console.print(table)
+        report_serving(out)
+
+
+def report_serving(out: Path) -> None:
+    """What serving engines read from OUT, checked against its weights: warnings, then the errors as
+    lines and, if any, one error that fails the command."""
+    from uptrain.convert.serving import check_serving
+    from uptrain.errors import UptrainError
+
+    check = check_serving(out)
+    for warning in check.warnings:
+        console.print(f"  warning: {warning}", markup=False, soft_wrap=True)
+    for error in check.errors:
+        console.print(f"  serving: {error}", markup=False, soft_wrap=True)
+    if check.errors:
+        more = f" (and {len(check.errors) - 1} more above)" if len(check.errors) > 1 else ""
+        raise UptrainError(f"{out} is not what serving engines expect: {check.errors[0]}{more}")
+    config = json.loads((out / "config.json").read_text())
+    dtype = config.get("dtype") or config.get("torch_dtype")
+    names = ", ".join(config["architectures"])
+    line = f"  serving: config.json names {names}, dtype {dtype}; its keys match the weights"
+    console.print(line, markup=False, soft_wrap=True)
 
 
 @app.command("inspect")

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from uptrain.checkpoint.atomic import atomic_directory, check_output_free
-from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES
+from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES, dtype_name
 from uptrain.checkpoint.provenance import write_provenance
 from uptrain.checkpoint.shards import SourceCheckpoint
-from uptrain.checkpoint.side_files import copy_side_files, side_files
+from uptrain.checkpoint.side_files import copy_side_files, side_files, write_generation_config
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.load import MAX_SEED
 from uptrain.convert.calibrated import (
@@ -34,7 +34,7 @@ from uptrain.convert.calibrated import (
     spec_of,
 )
 from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
-from uptrain.convert.plan import ConversionPlan, converted_config, plan_conversion
+from uptrain.convert.plan import ConversionPlan, converted_config, output_dtype, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
 from uptrain.convert.stream import Progress, write_converted
 from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
@@ -109,13 +109,15 @@ def convert_checkpoint(
     threads = None if method.needs_calibration else 1
     with atomic_directory(out, overwrite) as tmp, torch_threads(threads):
         write_converted(plan, tmp, method, context, calibration, progress)
-        dtype_name = settings.dtype and DTYPE_NAMES[target]
-        config = converted_config(source.config, plan.route, dtype_name)
+        asked_dtype = settings.dtype and DTYPE_NAMES[target]
+        weights = output_dtype(plan)
+        config = converted_config(source.config, plan.route, weights and dtype_name(weights))
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        copy_side_files(source.root, tmp)
+        if "generation_config.json" not in copy_side_files(source.root, tmp):
+            write_generation_config(tmp, config)
         options = method_options(settings)
         extra = {**method_record(method, options, calibration_record, reports), **(extra_record or {})}
-        record = provenance_record(started, source, plan, method.name, settings.seed, dtype_name, extra)
+        record = provenance_record(started, source, plan, method.name, settings.seed, asked_dtype, extra)
         write_provenance(tmp, record)
     return conversion_result(out, plan, method.name, target, started, record)
 

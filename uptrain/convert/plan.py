@@ -18,6 +18,8 @@ from uptrain.architectures import (
     plan_route,
 )
 from uptrain.architectures.rope_order import to_target_rope
+from uptrain.checkpoint.dtypes import main_dtype
+from uptrain.checkpoint.serving_keys import with_architectures, with_dtype
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.checkpoint.writer import PlannedTensor
 from uptrain.convert.methods import ConversionMethod, MethodContext
@@ -146,15 +148,20 @@ def plan_conversion(
     return plan
 
 
+def output_dtype(plan: ConversionPlan) -> torch.dtype | None:
+    """The dtype that holds most of the output's numbers: what its config.json declares."""
+    return main_dtype((t.dtype, t.shape) for shard in plan.outputs for t in shard)
+
+
 def converted_config(config: dict, route: Route, dtype: str | None) -> dict:
-    """config.json for the output: the target's model_type and variant flags, G KV heads, head_dim.
-    The source's auto_map goes: the output is in the layout of a model_type that transformers has
-    built in, and custom code written for the source's MHA shapes is never pointed at by OUT."""
+    """config.json for the output: the target's model_type and variant flags, G KV heads, head_dim,
+    `dtype` (the weights', when given) and `architectures` (the class transformers loads it with, which
+    serving engines choose their code by). The source's auto_map goes: the output is in the layout of
+    a model_type that transformers has built in, and custom code written for the source's MHA shapes
+    is never pointed at by OUT."""
     new = output_config(route, config)
     if dtype:
-        new["dtype"] = dtype
-        if "torch_dtype" in new:
-            new["torch_dtype"] = dtype
+        new = with_dtype(new, dtype)
     new.pop("quantization_config", None)
     new.pop("auto_map", None)
-    return new
+    return with_architectures(new)

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from uptrain.checkpoint.atomic import atomic_directory
+from uptrain.checkpoint.dtypes import dtype_name
 from uptrain.checkpoint.provenance import update_provenance, write_provenance
+from uptrain.checkpoint.serving_keys import with_architectures, with_dtype
 
 DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -71,8 +73,7 @@ def write_final(
     with atomic_directory(out, overwrite=True) as tmp:
         bare.save_pretrained(tmp, state_dict=state_dict)
         config_file = tmp / "config.json"
-        config = json.loads(config_file.read_text())
-        config["dtype"] = str(dtype).split(".")[-1]
+        config = with_architectures(with_dtype(json.loads(config_file.read_text()), dtype_name(dtype)))
         config_file.write_text(json.dumps(config, indent=2) + "\n")
         tokenizer.save_pretrained(tmp)
         base = {k: v for k, v in record.items() if k != "uptrain_version"}
