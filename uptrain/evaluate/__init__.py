@@ -36,6 +36,7 @@ preceded by a masked token. Here every scored token's -log p is summed and divid
 tokens actually scored, which is the guide's loop with that count corrected.
 """
 
+from uptrain.checkpoint.positions import max_positions
 from uptrain.evaluate.checkpoints import Checkpoint, resolve_checkpoint, shared_tokens
 from uptrain.evaluate.decode import DecodeResult, KVCost, decode_throughput, kv_cost
 from uptrain.evaluate.harness import HarnessResult, harness_aggregate, harness_metrics
@@ -47,7 +48,7 @@ from uptrain.evaluate.report import (
     evaluate_model,
     evaluate_models,
 )
-from uptrain.evaluate.scoring import WindowScores, max_positions, score_windows
+from uptrain.evaluate.scoring import WindowScores, score_windows
 from uptrain.evaluate.table import report_table, to_markdown
 from uptrain.evaluate.token_perplexity import (
     PerplexityResult,
