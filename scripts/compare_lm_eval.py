@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from uptrain.evaluate.documents import wikitext_articles  # noqa: E402
+from uptrain.evaluate.documents import wikitext_articles
 
 METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
 TARGETS = {"none": '"{{page}}"', "wikitext": "!function utils.wikitext_detokenizer"}
@@ -66,13 +62,12 @@ def lm_eval_side(model: str, tasks: Path, window: int, batch_size: int) -> dict[
 
 def uptrain_side(model: str, documents: Path, window: int, batch_size: int, folder: Path) -> dict:
     results = {}
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     for treatment in TARGETS:
         report = folder / f"uptrain-{treatment}.json"
         command = [sys.executable, "-m", "uptrain", "eval", model, "--dataset", str(documents)]
         command += ["--text-column", "page", "--window", str(window), "--batch-size", str(batch_size)]
         command += ["--device", "cpu", "--dtype", "fp32", "--detokenize", treatment, "--json", str(report)]
-        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         model_report = json.loads(report.read_text())["models"][0]
         results[treatment] = {m: model_report[m] for m in METRICS}
     return results

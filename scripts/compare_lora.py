@@ -17,15 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
 
 # name -> (label, train section overrides[, optim section overrides])
 VARIANTS: dict[str, tuple] = {
@@ -77,8 +74,7 @@ def train(name: str, args: argparse.Namespace) -> None:
     command = [sys.executable, "-m", "uptrain", "train", "--config", str(path), "--output", str(out)]
     resume = ["--resume"] if (out / "config.yaml").is_file() else []
     print(" ".join(command + resume), flush=True)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    subprocess.run(command + resume, env=env, check=True)
+    subprocess.run(command + resume, check=True)
 
 
 def summary(name: str, out: Path) -> dict:

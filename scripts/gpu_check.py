@@ -32,8 +32,6 @@ from pathlib import Path
 import torch
 from bench_common import ROOT, Report, print_figures
 
-sys.path.insert(0, str(ROOT))
-
 # dense bf16 peak TFLOP/s (no sparsity), from the vendors' data sheets, by a substring of the device name
 PEAK_TFLOPS = {"H200": 989, "H100 PCIe": 756, "H100": 989, "A100": 312, "L40S": 362, "A10G": 70, "L4": 121}
 FULL = {"layers": 22, "hidden": 2048, "heads": 32, "seq_len": 1024, "batch": 8, "steps": 12, "warmup": 4}

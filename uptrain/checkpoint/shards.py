@@ -66,29 +66,6 @@ class SafetensorsShard:
             raise UptrainError(f"cannot read {name} from {self.path} ({exc}); re-download the file") from None
 
 
-class PickleShard:
-    """A pytorch_model*.bin file, read only when the user passed --allow-pickle, and then with
-    torch.load(weights_only=True), which refuses arbitrary objects."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.label = path.name
-        try:
-            self._tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
-            raise UptrainError(f"cannot read pickled weights {path} ({exc}); re-download the file") from None
-
-    def names(self) -> list[str]:
-        return list(self._tensors)
-
-    def meta(self, name: str) -> TensorMeta:
-        t = self._tensors[name]
-        return TensorMeta(t.dtype, tuple(t.shape))
-
-    def load(self, name: str) -> torch.Tensor:
-        return self._tensors[name]
-
-
 class MemoryShard:
     """Weights already in memory (a GGUF file dequantized by transformers, for instance)."""
 
@@ -105,6 +82,20 @@ class MemoryShard:
 
     def load(self, name: str) -> torch.Tensor:
         return self._tensors[name]
+
+
+class PickleShard(MemoryShard):
+    """A pytorch_model*.bin file, read only when the user passed --allow-pickle, and then with
+    torch.load(weights_only=True), which refuses arbitrary objects; memory-mapped, then served as
+    a MemoryShard."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            tensors = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises many kinds here
+            raise UptrainError(f"cannot read pickled weights {path} ({exc}); re-download the file") from None
+        super().__init__(tensors, label=path.name)
 
 
 @dataclass

@@ -1,10 +1,19 @@
 """The uptraining config: one YAML file, validated into typed sections.
 
-sections.py defines every setting once (type, default, documentation); schema.py turns YAML and
-`--set key=value` into those dataclasses strictly; load.py adds the checks that types cannot say;
-reference.py writes docs/config.md from the same definitions.
+sections.py defines every setting once (type, default, documentation), with conversion.py (the
+conversion, which `uptrain convert` shares) and evaluation.py (scoring a text, which `uptrain eval`
+shares); schema.py turns YAML and `--set key=value` into those dataclasses strictly; load.py adds the
+checks that types cannot say; reference.py writes docs/config.md from the same definitions.
 """
 
+from uptrain.config.evaluation import (
+    EvalCommand,
+    EvalSettings,
+    ReportSection,
+    ScoringSection,
+    TasksSection,
+    TextSection,
+)
 from uptrain.config.load import MAX_SEED, MAX_THREADS, check_config, dump_config, load_config, parse_config
 from uptrain.config.reference import config_reference_markdown
 from uptrain.config.sections import (
@@ -21,7 +30,6 @@ from uptrain.config.sections import (
     ModelSection,
     OptimSection,
     PushSection,
-    ReportSection,
     TinyModelSection,
     TrainSection,
     UptrainConfig,
@@ -36,13 +44,18 @@ __all__ = [
     "ConvertSection",
     "DataSection",
     "DistillSection",
+    "EvalCommand",
     "EvalSection",
+    "EvalSettings",
     "LoggingSection",
     "ModelSection",
     "OptimSection",
     "CompareSection",
     "PushSection",
     "ReportSection",
+    "ScoringSection",
+    "TasksSection",
+    "TextSection",
     "TinyModelSection",
     "LoraSection",
     "TrainSection",

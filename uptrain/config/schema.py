@@ -33,6 +33,13 @@ def setting(default: Any = None, doc: str = "", *, factory: Any = None, cli: dic
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def override(cls: type, name: str, default: Any, *, cli: dict | None = None) -> Any:
+    """Field `name` of dataclass `cls`, redeclared in a subclass with another default (its documentation
+    kept, its cli metadata kept unless given). Say beside it why that subclass's users need it."""
+    (inherited,) = [f for f in dataclasses.fields(cls) if f.name == name]
+    return setting(default, inherited.metadata["doc"], cli=inherited.metadata["cli"] if cli is None else cli)
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

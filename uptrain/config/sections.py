@@ -2,9 +2,10 @@
 
 Sections: model (what to uptrain, or what to convert first), data, budget, optim, train, distill,
 eval, checkpoint, logging; and, read by `uptrain run` only, report (how source, converted and uptrained
-are compared) and push (where the result is published). Every field carries its documentation
-(`setting(default, doc)`); docs/config.md is generated from them (`python -m uptrain.config`). Unknown
-keys and wrong types are one-line errors naming the key; `--set a.b=value` overrides any field.
+are compared: evaluation.py, shared with `uptrain eval`) and push (where the result is published).
+Every field carries its documentation (`setting(default, doc)`); docs/config.md is generated from them
+(`python -m uptrain.config`). Unknown keys and wrong types are one-line errors naming the key;
+`--set a.b=value` overrides any field.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from uptrain.config.conversion import ConvertSection
+from uptrain.config.evaluation import ReportSection
 from uptrain.config.schema import setting
 from uptrain.data import DEFAULT_DATASET
 from uptrain.units import TokenCount
@@ -186,58 +188,6 @@ class CheckpointSection:
 class LoggingSection:
     every_steps: int = setting(10, "Log loss, learning rate and tokens/s every N optimizer steps.")
     tensorboard: bool = setting(False, "Also log to TensorBoard (OUTPUT/tensorboard) through Accelerate.")
-
-
-@dataclass
-class TasksSection:
-    names: list[str] = setting(
-        doc="lm-evaluation-harness task names (hellaswag, arc_easy, ...); needs uptrain-gqa[eval].",
-        factory=list,
-    )
-    num_fewshot: int | None = setting(None, "Few-shot examples per prompt (default: each task's own).")
-    limit: float | None = setting(None, "Examples per task (a fraction when below 1; default: all).")
-    include_path: str | None = setting(None, "Folder of extra task YAML files (lm_eval's include path).")
-
-
-@dataclass
-class ReportSection:
-    dataset: str | None = setting(
-        None,
-        "Text on which `uptrain run` compares source, converted and uptrained (a Hub id, local file or "
-        "builtin:python-docs); null: the training run's held-out blocks (eval.blocks x data.seq_len tokens).",
-    )
-    dataset_config: str | None = setting(None, "Hub dataset configuration name of report.dataset.")
-    split: str = setting("test", "Split of report.dataset.")
-    text_column: str = setting("text", "Column of report.dataset holding the text.")
-    max_tokens: int | None = setting(None, "Score only the first N tokens of report.dataset.")
-    window: int | None = setting(
-        None,
-        "Sliding window of report.dataset (default: min(max positions, 2048)); held-out blocks: seq_len.",
-    )
-    stride: int | None = setting(None, "Stride of the sliding window (default: window / 2).")
-    harness: bool = setting(
-        False, "Also word/byte perplexity and bits/byte as lm-eval's wikitext (report.dataset only)."
-    )
-    detokenize: Literal["none", "wikitext"] = setting(
-        "none", "wikitext: score each document after lm_eval's wikitext detokenizer (words/bytes: original)."
-    )
-    tasks: TasksSection = setting(
-        doc="Downstream tasks through lm_eval, same settings for all three models.", factory=TasksSection
-    )
-    batch_size: int = setting(4, "Windows per forward pass.")
-    dtype: Literal["auto", "bf16", "fp16", "fp32"] = setting(
-        "auto", "dtype the three models are evaluated in (auto: each checkpoint's own)."
-    )
-    kv_context: int = setting(2048, "Context length for the KV-cache size in the report (batch 1).")
-    prompts: list[str] = setting(
-        doc="Prompts whose greedy continuation the report shows for every model (source, converted, "
-        "uptrained): what a person reads first.",
-        factory=list,
-    )
-    continuation_tokens: int = setting(24, "New tokens of each greedy continuation.")
-    plots: bool = setting(
-        True, "Draw training.png, perplexity.png, kv_cache.png, with report.tasks tasks.png (matplotlib)."
-    )
 
 
 @dataclass

@@ -16,12 +16,15 @@ Reusable API (train, run and push call these; the CLI `uptrain eval` is a thin l
   the original text. `documents` may be HarnessDocuments (uptrain.evaluate.documents:
   `harness_documents(texts, "wikitext")` scores lm_eval's wikitext-detokenized page and counts the
   original). Tested equal to lm_eval 0.4.13 on the same documents.
-- `run_tasks(model, tokenizer, TaskSettings(tasks=("hellaswag", ...), ...))` (uptrain.evaluate.tasks):
-  lm_eval tasks through `lm_eval.simple_evaluate` on an already loaded model -> {task: {metric: value}};
-  `EvalSettings(tasks=...)` runs them for every model of a report.
+- `run_tasks(model, tokenizer, task_settings(settings))` (uptrain.evaluate.tasks): lm_eval tasks
+  through `lm_eval.simple_evaluate` on an already loaded model -> {task: {metric: value}};
+  `EvalSettings(tasks=TasksSection(names=["hellaswag", ...]))` runs them for every model of a report.
 - `kv_cost(model, batch, context)` -> KVCost (measured bytes per token, and at batch x context);
   `decode_throughput(model, batch, context, new_tokens)` -> DecodeResult (greedy tokens/s with the
   KV cache; also used by scripts/bench_decode.py).
+- `EvalSettings` (uptrain.config.evaluation, re-exported here): every setting, with its default and
+  documentation, that `uptrain eval`'s options are generated from; `check_settings(settings)`
+  (uptrain.evaluate.checks) checks them once, before anything is loaded.
 - `evaluate_checkpoints([resolve_checkpoint(path), ...], texts, EvalSettings(...))` and
   `evaluate_models({name: model}, tokenizer, texts, EvalSettings(...))` -> EvalReport, several models
   on exactly the same tokens; `report.to_dict()` is JSON-able, `to_markdown(report)` is the table.
@@ -36,7 +39,9 @@ preceded by a masked token. Here every scored token's -log p is summed and divid
 tokens actually scored, which is the guide's loop with that count corrected.
 """
 
+from uptrain.checkpoint.positions import max_positions
 from uptrain.evaluate.checkpoints import Checkpoint, resolve_checkpoint, shared_tokens
+from uptrain.evaluate.checks import check_settings
 from uptrain.evaluate.decode import DecodeResult, KVCost, decode_throughput, kv_cost
 from uptrain.evaluate.harness import HarnessResult, harness_aggregate, harness_metrics
 from uptrain.evaluate.report import (
@@ -46,8 +51,9 @@ from uptrain.evaluate.report import (
     evaluate_checkpoints,
     evaluate_model,
     evaluate_models,
+    score_checkpoints,
 )
-from uptrain.evaluate.scoring import WindowScores, max_positions, score_windows
+from uptrain.evaluate.scoring import WindowScores, score_windows
 from uptrain.evaluate.table import report_table, to_markdown
 from uptrain.evaluate.token_perplexity import (
     PerplexityResult,
@@ -69,6 +75,7 @@ __all__ = [
     "PerplexityResult",
     "Window",
     "WindowScores",
+    "check_settings",
     "decode_throughput",
     "evaluate_checkpoints",
     "evaluate_model",
@@ -83,6 +90,7 @@ __all__ = [
     "report_table",
     "resolve_checkpoint",
     "rolling_windows",
+    "score_checkpoints",
     "score_windows",
     "shared_tokens",
     "sliding_windows",

@@ -24,8 +24,9 @@ from uptrain.architectures.kv_cache import (
     measure_kv_cache_elements_per_token,
     output_cache,
 )
+from uptrain.checkpoint.positions import max_positions
 from uptrain.errors import UptrainError
-from uptrain.evaluate.scoring import accepts_logits_to_keep, max_positions, model_device
+from uptrain.evaluate.scoring import accepts_logits_to_keep, model_device
 
 PREFILLS = ("model", "random")
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from uptrain.config.evaluation import EvalSettings
+from uptrain.config.schema import to_plain
 from uptrain.data import DOCUMENT_SEPARATOR, join_documents
 from uptrain.errors import UptrainError
 from uptrain.evaluate.checkpoints import Checkpoint, check_vocabulary, shared_tokens
+from uptrain.evaluate.checks import check_settings
 from uptrain.evaluate.decode import DecodeResult, KVCost, decode_throughput, kv_cost
-from uptrain.evaluate.documents import check_treatment, documents_within, harness_documents
+from uptrain.evaluate.documents import documents_within, harness_documents
 from uptrain.evaluate.harness import HarnessResult, harness_metrics
-from uptrain.evaluate.tasks import TaskSettings, check_tasks, run_tasks
+from uptrain.evaluate.tasks import run_tasks, task_settings
 from uptrain.evaluate.token_perplexity import (
     PerplexityResult,
     check_window_fits,
@@ -25,35 +28,6 @@ from uptrain.evaluate.token_perplexity import (
 from uptrain.evaluate.windows import check_window_and_stride
 
 StageProgress = Callable[[str, int, int], None]  # (what is running, done, total)
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    window: int | None = None  # default: min(the models' max positions, 2048)
-    stride: int | None = None  # default: window // 2
-    batch_size: int = 4
-    max_tokens: int | None = None
-    dtype: str | None = None  # auto, bf16, fp16, fp32
-    device: str | None = None  # default: cuda when available, else cpu
-    harness: bool = True
-    kv_batch: int = 1
-    kv_context: int = 2048
-    decode_bench: bool = False
-    decode_tokens: int = 32
-    detokenize: str = "none"  # harness documents as they are, or "wikitext" (lm_eval's wikitext task)
-    tasks: tuple[str, ...] = ()  # lm_eval task names
-    num_fewshot: int | None = None
-    limit: float | None = None
-    include_path: str | None = None
-
-    def task_settings(self) -> TaskSettings:
-        return TaskSettings(
-            tasks=tuple(self.tasks),
-            num_fewshot=self.num_fewshot,
-            limit=self.limit,
-            batch_size=self.batch_size,
-            include_path=self.include_path,
-        )
 
 
 @dataclass(frozen=True)
@@ -112,10 +86,18 @@ class EvalReport:
             "tokens": self.tokens,
             "window": self.settings.window,
             "stride": self.settings.stride,
-            "settings": asdict(self.settings),
+            "settings": recorded_settings(self.settings),
             "versions": versions(),
             "models": [m.to_dict() for m in self.models],
         }
+
+
+def recorded_settings(settings: EvalSettings) -> dict[str, Any]:
+    """The settings as report.json has always held them (model cards read num_fewshot and limit there):
+    flat, the task names as `tasks` beside the task options."""
+    plain = to_plain(settings)
+    tasks = plain.pop("tasks")
+    return {**plain, "tasks": tasks.pop("names"), **tasks}
 
 
 def versions() -> dict[str, str]:
@@ -166,10 +148,10 @@ def evaluate_model(
             model, tokenizer, docs, settings.window, settings.batch_size, stage("word/byte perplexity")
         )
     tasks = None
-    if settings.tasks:
+    if settings.tasks.names:
         if progress:
-            progress(f"{name}: lm_eval {','.join(settings.tasks)}", 0, 1)
-        tasks = run_tasks(model, tokenizer, settings.task_settings())
+            progress(f"{name}: lm_eval {','.join(settings.tasks.names)}", 0, 1)
+        tasks = run_tasks(model, tokenizer, task_settings(settings))
     decode = None
     if settings.decode_bench:
         if progress:
@@ -195,51 +177,38 @@ def _with_speedups(results: list[ModelEvaluation]) -> list[ModelEvaluation]:
 
 
 def resolve_window(settings: EvalSettings, configs: Sequence[Any]) -> EvalSettings:
+    """`settings` with the window (default: min of the models' max positions, 2048) and the stride
+    (default: half the window) resolved and checked."""
     window = settings.window or min(default_window(c) for c in configs)
     stride = settings.stride or max(1, window // 2)
     check_window_and_stride(window, stride)
-    if settings.batch_size < 1:
-        raise UptrainError(f"--batch-size {settings.batch_size} must be at least 1")
-    for flag, value in (
-        ("--kv-batch", settings.kv_batch),
-        ("--kv-context", settings.kv_context),
-        ("--decode-tokens", settings.decode_tokens),
-    ):
-        if value < 1:
-            raise UptrainError(f"{flag} {value} must be at least 1")
-    check_device(settings.device)
-    check_treatment(settings.detokenize)
-    check_tasks(settings.task_settings())
     return replace(settings, window=window, stride=stride)
-
-
-def check_device(device: str | None) -> None:
-    """A --device that torch knows and this machine has, checked before any model is loaded."""
-    if device is None:
-        return
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise UptrainError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UptrainError(f"--device {device}: this machine has no CUDA GPU; use --device cpu")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UptrainError(
-                f"--device {device}: this machine has {torch.cuda.device_count()} GPUs; use cuda:0 ..."
-            )
 
 
 def evaluate_checkpoints(
     checkpoints: Sequence[Checkpoint],
     texts: str | Sequence[str],
-    settings: EvalSettings = EvalSettings(),
+    settings: EvalSettings | None = None,
     dataset: dict[str, Any] | None = None,
     tokenizer: Any = None,
     progress: StageProgress | None = None,
 ) -> EvalReport:
     """Load each checkpoint in turn and score it on the same tokens; the report's first model is
-    the baseline for decode speedups."""
+    the baseline for decode speedups. `settings` (default: EvalSettings()) are checked first."""
+    settings = check_settings(settings or EvalSettings())
+    return score_checkpoints(checkpoints, texts, settings, dataset, tokenizer, progress)
+
+
+def score_checkpoints(
+    checkpoints: Sequence[Checkpoint],
+    texts: str | Sequence[str],
+    settings: EvalSettings,
+    dataset: dict[str, Any] | None = None,
+    tokenizer: Any = None,
+    progress: StageProgress | None = None,
+) -> EvalReport:
+    """evaluate_checkpoints on settings already checked (check_settings), as `uptrain eval` checks
+    them at its door before it loads the text."""
     if not checkpoints:
         raise UptrainError("name at least one MODEL to evaluate")
     documents = [texts] if isinstance(texts, str) else list(texts)
@@ -262,11 +231,12 @@ def evaluate_models(
     models: dict[str, Any],
     tokenizer: Any,
     texts: str | Sequence[str],
-    settings: EvalSettings = EvalSettings(),
+    settings: EvalSettings | None = None,
     dataset: dict[str, Any] | None = None,
     progress: StageProgress | None = None,
 ) -> EvalReport:
     """The same report for models already in memory (name -> model), sharing one tokenizer."""
+    settings = check_settings(settings or EvalSettings())
     documents = [texts] if isinstance(texts, str) else list(texts)
     settings = resolve_window(settings, [m.config for m in models.values()])
     ids, covered = shared_tokens([], join_documents(documents), settings.max_tokens, tokenizer)[1:]

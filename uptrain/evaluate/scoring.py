@@ -22,7 +22,6 @@ from uptrain.evaluate.windows import Window
 Progress = Callable[[int, int], None]  # (targets scored so far, total targets)
 
 _ROWS_PER_CHUNK = 2048
-_POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 
 
 @dataclass(frozen=True)
@@ -41,17 +40,6 @@ class WindowScores:
 
 def model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
-
-
-def max_positions(model_or_config: Any) -> int | None:
-    """The longest input the model's position scheme allows, from its config (None if unstated)."""
-    config = getattr(model_or_config, "config", model_or_config)
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    for key in _POSITION_KEYS:
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def accepts_logits_to_keep(model: Any) -> bool:

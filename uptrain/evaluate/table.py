@@ -68,9 +68,10 @@ def caption(report: EvalReport) -> str:
     )
     if s.decode_bench:
         text += "; decode tokens/s at that batch and context, relative to the first model"
-    if s.tasks:
-        shots = "each task's default" if s.num_fewshot is None else str(s.num_fewshot)
-        text += f"; lm_eval tasks ({shots} few-shot" + (f", limit {s.limit:g}" if s.limit else "") + ")"
+    t = s.tasks
+    if t.names:
+        shots = "each task's default" if t.num_fewshot is None else str(t.num_fewshot)
+        text += f"; lm_eval tasks ({shots} few-shot" + (f", limit {t.limit:g}" if t.limit else "") + ")"
     return text + "."
 
 

@@ -18,22 +18,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from uptrain.config.evaluation import ScoringSection
 from uptrain.errors import UptrainError
 from uptrain.task_table import main_metric, task_columns, task_markdown
 
-__all__ = ["TaskSettings", "check_tasks", "main_metric", "run_tasks", "task_columns", "task_markdown"]
+__all__ = [
+    "TaskSettings",
+    "check_tasks",
+    "main_metric",
+    "run_tasks",
+    "task_columns",
+    "task_markdown",
+    "task_settings",
+]
 
 INSTALL = "pip install 'uptrain-gqa[eval]'"
 
 
 @dataclass(frozen=True)
 class TaskSettings:
-    tasks: tuple[str, ...] = ()
-    num_fewshot: int | None = None  # None: each task's own default
-    limit: float | None = None  # examples per task (a fraction when < 1), as lm_eval's --limit
-    batch_size: int = 4
-    include_path: str | None = None  # a folder of extra task YAML files
-    seed: int = 1234  # lm_eval's default seeds for few-shot sampling
+    """What lm_eval is run with, built from the schema by `task_settings` (its defaults live there)."""
+
+    tasks: tuple[str, ...]
+    num_fewshot: int | None  # None: each task's own default
+    limit: float | None  # examples per task (a fraction when < 1), as lm_eval's --limit
+    batch_size: int
+    include_path: str | None  # a folder of extra task YAML files
+    seed: int = 1234  # lm_eval's default seeds for few-shot sampling: not a setting
+
+
+def task_settings(settings: ScoringSection) -> TaskSettings:
+    """The tasks of `uptrain eval`'s settings or of a run's report section, batched as its windows."""
+    t = settings.tasks
+    return TaskSettings(tuple(t.names), t.num_fewshot, t.limit, settings.batch_size, t.include_path)
 
 
 def require_lm_eval() -> Any:

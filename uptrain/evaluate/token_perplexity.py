@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.positions import max_positions
 from uptrain.data import join_documents
 from uptrain.errors import UptrainError
-from uptrain.evaluate.scoring import Progress, max_positions, score_windows
+from uptrain.evaluate.scoring import Progress, score_windows
 from uptrain.evaluate.windows import sliding_windows
 
 DEFAULT_MAX_WINDOW = 2048

@@ -21,11 +21,14 @@ import torch
 
 from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
 from uptrain.config import DataSection, UptrainConfig
+from uptrain.config.evaluation import shared_fields
 from uptrain.data import DOCUMENT_SEPARATOR, TextSource, join_documents, load_documents
 from uptrain.evaluate import EvalReport, EvalSettings, evaluate_model, tokenize_text
+from uptrain.evaluate import tasks as evaluate_tasks
 from uptrain.evaluate.continuations import greedy_continuations
 from uptrain.evaluate.documents import documents_within
 from uptrain.evaluate.report import resolve_window
+from uptrain.evaluate.tasks import TaskSettings
 from uptrain.train.corpus import load_corpus, text_source
 from uptrain.train.run_dir import RunDir
 
@@ -54,28 +57,15 @@ def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     return inputs
 
 
-def task_settings(cfg: UptrainConfig) -> Any:
+def task_settings(cfg: UptrainConfig) -> TaskSettings:
     """report.tasks as the TaskSettings that every model of the run is scored with."""
-    return _settings(cfg).task_settings()
+    return evaluate_tasks.task_settings(cfg.report)
 
 
 def _settings(cfg: UptrainConfig) -> EvalSettings:
-    r = cfg.report
-    return EvalSettings(
-        window=r.window,
-        stride=r.stride,
-        batch_size=r.batch_size,
-        max_tokens=r.max_tokens,
-        dtype=r.dtype,
-        harness=r.harness,
-        kv_batch=1,
-        kv_context=r.kv_context,
-        detokenize=r.detokenize,
-        tasks=tuple(r.tasks.names),
-        num_fewshot=r.tasks.num_fewshot,
-        limit=r.tasks.limit,
-        include_path=r.tasks.include_path,
-    )
+    """The report section as the library's settings: the scoring fields they share taken as they are,
+    what only `uptrain eval` measures (device, KV batch, decode speed) at its defaults."""
+    return EvalSettings(**shared_fields(cfg.report, EvalSettings))
 
 
 def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTokens:

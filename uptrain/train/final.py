@@ -15,11 +15,9 @@ from typing import Any
 import torch
 
 from uptrain.checkpoint.atomic import atomic_directory
-from uptrain.checkpoint.dtypes import dtype_name
+from uptrain.checkpoint.dtypes import TORCH_DTYPES, dtype_name
 from uptrain.checkpoint.provenance import update_provenance, write_provenance
 from uptrain.checkpoint.serving_keys import with_architectures, with_dtype
-
-DTYPE_BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def checkpoint_dtype(directory: Path) -> torch.dtype:
@@ -29,7 +27,7 @@ def checkpoint_dtype(directory: Path) -> torch.dtype:
     except (OSError, ValueError):
         return torch.float32
     name = config.get("dtype") or config.get("torch_dtype") or "float32"
-    return DTYPE_BY_NAME.get(str(name), torch.float32)
+    return TORCH_DTYPES.get(str(name), torch.float32)
 
 
 def save_final(

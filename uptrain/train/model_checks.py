@@ -6,19 +6,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+from uptrain.checkpoint.positions import max_positions
 from uptrain.errors import UptrainError
-
-POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-
-
-def max_positions(config: dict) -> int | None:
-    """The longest sequence the model's config says it accepts (None when it says nothing)."""
-    for source in (config, config.get("text_config") or {}):
-        for key in POSITION_KEYS:
-            value = source.get(key)
-            if isinstance(value, int) and value > 0:
-                return value
-    return None
 
 
 def check_seq_len(seq_len: int, config: dict) -> None:
