@@ -69,7 +69,7 @@ class ConvertSection:
     refine_lr: float = setting(3e-3, "Method refine: Adam learning rate (cosine decay).")
     refine_tokens: int = setting(4096, "Method refine: calibration tokens replayed per layer.")
     refine_batch_tokens: int = setting(
-        1024, "Method refine: replayed tokens per step (whole sequences; the batches are taken in turn)."
+        512, "Method refine: replayed tokens per step (whole sequences; the batches are taken in turn)."
     )
     refine_precision: Literal["auto", "fp32", "bf16"] = setting(
         "auto",

@@ -67,7 +67,7 @@ def collect_statistics(
     sequences: torch.Tensor,
     keep_sequences: int = 0,
     progress: Callable[[int, int], None] | None = None,
-    keep_batch_tokens: int = 1024,
+    keep_batch_tokens: int = 512,
 ) -> dict[int, LayerCalibration]:
     """Run `model` on `sequences` (N, T) and return each layer's calibration. The first
     `keep_sequences` sequences' attention inputs are kept for replay, in batches of about

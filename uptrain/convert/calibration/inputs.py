@@ -23,7 +23,7 @@ class CalibrationSpec:
     seq_len: int = 512  # calibration text is cut into sequences of this many tokens
     skip_tokens: int = 0  # the first tokens of the text that calibration leaves out
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
-    keep_batch_tokens: int = 1024  # kept inputs come in batches of about this many tokens (a refine step)
+    keep_batch_tokens: int = 512  # kept inputs come in batches of about this many tokens (a refine step)
     sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
 
     def record(self) -> dict[str, Any]:

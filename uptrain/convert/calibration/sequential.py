@@ -120,7 +120,7 @@ def collect_sequential(
     keep_sequences: int,
     convert_layer: ConvertLayer,
     progress: Callable[[int, int], None] | None = None,
-    keep_batch_tokens: int = 1024,
+    keep_batch_tokens: int = 512,
 ) -> dict[int, LayerCalibration]:
     """Convert every layer of `model` in order with `convert_layer`, each calibrated on the partly
     converted model's inputs; returns each layer's calibration with its `converted` weights."""

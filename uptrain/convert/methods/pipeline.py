@@ -42,7 +42,7 @@ class MethodOptions:
     refine_steps: int = 100
     refine_lr: float = 3e-3
     refine_tokens: int = 4096  # calibration tokens whose attention inputs refine replays
-    refine_batch_tokens: int = 1024  # of those, per step (the calibration pass batches them so)
+    refine_batch_tokens: int = 512  # of those, per step (the calibration pass batches them so)
     refine_precision: str = "fp32"  # fp32 or bf16 (autocast), resolved from the setting's auto
     refine_output: bool = False  # refine after fit: train o_proj too (other merges always train it)
     query_aware: bool = True  # fit: weight key errors by the energy of the queries that read them
