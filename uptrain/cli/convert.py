@@ -37,10 +37,10 @@ def convert(
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32).
     Every option but --overwrite and --verify is a key of a run config's model.convert section."""
     from uptrain.checkpoint.source import open_source
-    from uptrain.convert.convert import check_settings, convert_checkpoint
+    from uptrain.convert.convert import check_conversion, convert_checkpoint
 
     settings = ConvertSection(source=src, **options)
-    check_settings(settings)  # a bad option fails before anything is loaded
+    checked = check_conversion(settings)  # once, before anything is loaded; trusted from here on
     source = open_source(
         src,
         revision=settings.revision,
@@ -52,7 +52,7 @@ def convert(
         result = convert_checkpoint(
             source,
             out,
-            settings,
+            checked,
             overwrite=overwrite,
             progress=display.tensors,
             calibration_progress=display.calibration,
