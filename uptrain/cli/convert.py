@@ -37,10 +37,10 @@ def convert(
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32).
     Every option but --overwrite and --verify is a key of a run config's model.convert section."""
     from uptrain.checkpoint.source import open_source
-    from uptrain.convert.convert import check_settings, convert_checkpoint
+    from uptrain.convert.convert import check_conversion, convert_checkpoint
 
     settings = ConvertSection(source=src, **options)
-    check_settings(settings)  # a bad option fails before anything is loaded
+    checked = check_conversion(settings)  # once, before anything is loaded; trusted from here on
     source = open_source(
         src,
         revision=settings.revision,
@@ -52,32 +52,12 @@ def convert(
         result = convert_checkpoint(
             source,
             out,
-            settings,
+            checked,
             overwrite=overwrite,
             progress=display.tensors,
             calibration_progress=display.calibration,
         )
-    d = result.dims
-    became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
-    console.print(
-        f"converted {result.model_type}{became}: {d.heads} query heads, "
-        f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
-    )
-    calibrated = result.record.get("conversion", {}).get("calibration")
-    if calibrated and "tokens" in calibrated:
-        tokens, data, seconds = calibrated["tokens"], calibrated["data"], calibrated["seconds"]
-        console.print(f"  calibrated on {tokens:,} tokens of {data} in {seconds:.1f} s")
-    figures = result.record.get("conversion", {}).get("layer_figures", {})
-    if figures:
-        console.print(
-            "  "
-            + ", ".join(f"{k.replace('_', ' ')} {v['mean']:.3g}" for k, v in figures.items())
-            + " (mean over layers)"
-        )
-    console.print(
-        f"  wrote {result.tensors} tensors, {format_bytes(result.bytes_written)} "
-        f"in {result.seconds:.1f} s to {out}"
-    )
+    _say_converted(result, out)
     ratio = result.kv_bytes_per_token_before / result.kv_bytes_per_token_after
     console.print(
         f"  KV cache per token: {format_bytes(result.kv_bytes_per_token_before)} -> "
@@ -103,6 +83,31 @@ def convert(
         )
         console.print(table)
         report_serving(out)
+
+
+def _say_converted(result: Any, out: Path) -> None:
+    """What `uptrain convert` prints once OUT is written."""
+    d = result.dims
+    became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
+    console.print(
+        f"converted {result.model_type}{became}: {d.heads} query heads, "
+        f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
+    )
+    calibrated = result.record.get("conversion", {}).get("calibration")
+    if calibrated and "tokens" in calibrated:
+        tokens, data, seconds = calibrated["tokens"], calibrated["data"], calibrated["seconds"]
+        console.print(f"  calibrated on {tokens:,} tokens of {data} in {seconds:.1f} s")
+    figures = result.record.get("conversion", {}).get("layer_figures", {})
+    if figures:
+        console.print(
+            "  "
+            + ", ".join(f"{k.replace('_', ' ')} {v['mean']:.3g}" for k, v in figures.items())
+            + " (mean over layers)"
+        )
+    console.print(
+        f"  wrote {result.tensors} tensors, {format_bytes(result.bytes_written)} "
+        f"in {result.seconds:.1f} s to {out}"
+    )
 
 
 def report_serving(out: Path) -> None:

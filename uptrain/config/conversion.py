@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from uptrain.config.methods import ComposedMethod, Refine, compose
 from uptrain.config.schema import setting
 
 
@@ -65,20 +66,15 @@ class ConvertSection:
         "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
         cli={"negatable": True},
     )
-    refine_steps: int = setting(100, "Method refine: optimizer steps per layer (one replay batch each).")
-    refine_lr: float = setting(3e-3, "Method refine: Adam learning rate (cosine decay).")
-    refine_tokens: int = setting(4096, "Method refine: calibration tokens replayed per layer.")
-    refine_batch_tokens: int = setting(
-        512, "Method refine: replayed tokens per step (whole sequences; the batches are taken in turn)."
-    )
-    refine_precision: Literal["auto", "fp32", "bf16"] = setting(
-        "auto",
-        "Method refine: bf16 autocast of the replayed layer (weights stay fp32); auto: bf16 where the "
-        "CPU has AMX (Intel Xeon 4th generation and later, ~1.5x faster there), else fp32.",
-    )
-    refine_output: bool = setting(
-        False,
-        "Method refine after fit: train o_proj too (by default it keeps fit's fold, which generalized "
-        "better on SmolLM2, see docs/RESULTS.md); after other merges refine always trains it.",
-        cli={"negatable": True},
-    )
+    # refine's options: their defaults and documentation are the refine step's (config/methods.py)
+    refine_steps: int = Refine.option("steps")
+    refine_lr: float = Refine.option("lr")
+    refine_tokens: int = Refine.option("tokens")
+    refine_batch_tokens: int = Refine.option("batch_tokens")
+    refine_precision: Literal["auto", "fp32", "bf16"] = Refine.option("precision")
+    refine_output: bool = Refine.option("output")
+
+    def composed_method(self) -> ComposedMethod:
+        """The method `method` names, built from the step registry with the options set here
+        (one-line SettingError for a spec that names none; the options are checked by its check())."""
+        return compose(self.method, self)

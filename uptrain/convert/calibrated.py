@@ -12,38 +12,13 @@ from typing import Any
 import torch
 
 from uptrain.config.conversion import ConvertSection
+from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
-from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions
+from uptrain.convert.methods import ConversionMethod, MethodContext
 from uptrain.convert.plan import ConversionPlan, run_method
 from uptrain.errors import SettingError
 
 LayerReports = dict[int, dict[str, float]]  # per-layer figures the methods note (errors before/after)
-
-
-REFINE_PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def check_refine_settings(settings: ConvertSection) -> None:
-    """refine's numbers, before anything is read or written."""
-    if settings.refine_precision not in REFINE_PRECISIONS:
-        raise SettingError(
-            f"<refine_precision> {settings.refine_precision!r} is not one of {', '.join(REFINE_PRECISIONS)}"
-        )
-    if settings.refine_steps < 0 or settings.refine_lr <= 0:
-        raise SettingError("<refine_steps> must be 0 or more and <refine_lr> more than 0")
-    if settings.refine_tokens < 1 or settings.refine_batch_tokens < 1:
-        raise SettingError("<refine_tokens> and <refine_batch_tokens> must be at least 1")
-
-
-def method_options(settings: ConvertSection) -> MethodOptions:
-    return MethodOptions(
-        refine_steps=settings.refine_steps,
-        refine_lr=settings.refine_lr,
-        refine_tokens=settings.refine_tokens,
-        refine_batch_tokens=settings.refine_batch_tokens,
-        refine_precision=refine_precision(settings.refine_precision),
-        refine_output=settings.refine_output,
-    )
 
 
 def refine_precision(setting: str) -> str:
@@ -97,19 +72,12 @@ def calibrate(
     plan: ConversionPlan,
     source: Any,
     method: ConversionMethod,
-    settings: ConvertSection,
+    spec: CalibrationSpec,
     context: Callable[[int, Any], MethodContext],
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[int, Any], dict[str, Any]]:
-    """Run the calibration pass (converting layers as it goes when sequential) and return each
-    layer's calibration and the record of the pass."""
-    spec = spec_of(settings)
-    if "refine" in method.name.split("+"):
-        spec = dataclasses.replace(
-            spec,
-            keep_tokens=min(settings.refine_tokens, spec.tokens),
-            keep_batch_tokens=settings.refine_batch_tokens,
-        )
+    """Run the calibration pass `spec` describes (converting layers as it goes when sequential) and
+    return each layer's calibration and the record of the pass."""
     started = time.perf_counter()
 
     def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:
@@ -124,17 +92,27 @@ def calibrate(
     return dict(calibration), record
 
 
+def calibration_of(settings: ConvertSection, method: ComposedMethod) -> CalibrationSpec | None:
+    """The calibration pass a calibrated method asks for (None for mean, first, random): the
+    calibration_* settings, and the tokens refine keeps to replay."""
+    if not method.calibrates:
+        return None
+    spec = spec_of(settings)
+    refine: Refine | None = method.find(Refine)
+    if refine is not None:
+        spec = dataclasses.replace(
+            spec, keep_tokens=min(refine.tokens, spec.tokens), keep_batch_tokens=refine.batch_tokens
+        )
+    return spec
+
+
 def method_record(
-    method: ConversionMethod,
-    options: MethodOptions,
-    calibration: dict[str, Any],
-    reports: LayerReports,
+    method: ComposedMethod, calibration: dict[str, Any], reports: LayerReports
 ) -> dict[str, Any]:
     """What uptrain.json says about a calibrated method: its steps, options, calibration and, where
     the method noted them, per-layer figures (with their mean)."""
-    if not method.needs_calibration:
+    if not method.calibrates:
         return {}
-    steps = method.name.split("+")
     figures: dict[str, Any] = {}
     for key in sorted({k for r in reports.values() for k in r}):
         values = [reports[i][key] for i in sorted(reports) if key in reports[i]]
@@ -143,8 +121,8 @@ def method_record(
             "layers": [float(f"{v:.4g}") for v in values],
         }
     return {
-        "method_steps": steps,
-        "method_options": options.record(steps),
+        "method_steps": [s.name for s in method.steps],
+        "method_options": method.options(),
         "calibration": calibration or {"data": "given by the caller"},
         **({"layer_figures": figures} if figures else {}),
     }

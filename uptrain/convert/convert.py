@@ -23,45 +23,21 @@ from uptrain.checkpoint.provenance import write_provenance
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.checkpoint.side_files import copy_side_files, side_files, write_generation_config
 from uptrain.config.conversion import ConvertSection
-from uptrain.config.load import MAX_SEED
-from uptrain.convert.calibrated import (
-    LayerReports,
-    calibrate,
-    check_calibrated_layout,
-    check_refine_settings,
-    method_options,
-    method_record,
-    spec_of,
-)
-from uptrain.convert.methods import ConversionMethod, MethodContext, get_method
+from uptrain.convert.calibrated import LayerReports, calibrate, check_calibrated_layout, method_record
+from uptrain.convert.checked import CheckedConversion, check_conversion
+from uptrain.convert.methods import MethodContext
 from uptrain.convert.plan import ConversionPlan, converted_config, output_dtype, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
 from uptrain.convert.stream import Progress, write_converted
 from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
-from uptrain.errors import SettingError, UptrainError
+from uptrain.errors import UptrainError
 from uptrain.threads import torch_threads
-
-
-def check_settings(settings: ConvertSection) -> ConversionMethod:
-    """The settings that need no source, checked before anything is read; returns the method."""
-    if settings.groups is None:
-        raise SettingError("<groups> is required; set the number of KV heads to keep")
-    if settings.dtype is not None and settings.dtype not in DTYPES:
-        raise SettingError(f"<dtype> {settings.dtype!r} is not one of {', '.join(DTYPES)}")
-    if not 0 <= settings.seed <= MAX_SEED:
-        raise SettingError(f"<seed> {settings.seed} must be between 0 and {MAX_SEED}")
-    method = get_method(settings.method, method_options(settings))
-    if "refine" in method.name.split("+"):
-        check_refine_settings(settings)
-    if method.needs_calibration:
-        spec_of(settings)  # calibration numbers
-    return method
 
 
 def convert_checkpoint(
     source: SourceCheckpoint,
     out: Path,
-    settings: ConvertSection,
+    settings: ConvertSection | CheckedConversion,
     overwrite: bool = False,
     calibration: dict[int, Any] | None = None,
     progress: Progress | None = None,
@@ -69,10 +45,12 @@ def convert_checkpoint(
     extra_record: dict[str, Any] | None = None,
 ) -> ConversionResult:
     """Convert `source` as `settings` say, writing OUT atomically. Calibrated methods use
-    `calibration` (per layer, as uptrain.convert.calibration collects it) or collect it first."""
+    `calibration` (per layer, as uptrain.convert.calibration collects it) or collect it first.
+    Settings are checked here unless they come checked (check_conversion), as commands pass them."""
     started = time.perf_counter()
     out = Path(out)
-    method = check_settings(settings)
+    checked = check_conversion(settings)
+    settings, method = checked.settings, checked.method
     target = DTYPES[settings.dtype] if settings.dtype else None
     plan = plan_conversion(source, settings.groups, target)
     first = method.needs_calibration and calibration is None and calibrates_after_translation(plan.route)
@@ -84,7 +62,7 @@ def convert_checkpoint(
     _check_space(out, plan.total_bytes)
     if first:
         return convert_translated_first(
-            convert_checkpoint, source, out, settings, plan.route, overwrite, progress, calibration_progress,
+            convert_checkpoint, source, out, checked, plan.route, overwrite, progress, calibration_progress,
             extra_record,
         )  # fmt: skip
     init_std = float(source.config.get(plan.arch.config.init_std) or 0.02)
@@ -98,8 +76,9 @@ def convert_checkpoint(
 
     calibration_record: dict[str, Any] = {}
     if method.needs_calibration and calibration is None:
+        assert checked.calibration is not None  # a calibrated method has its pass
         calibration, calibration_record = calibrate(
-            plan, source, method, settings, context, calibration_progress
+            plan, source, method, checked.calibration, context, calibration_progress
         )
     calibration = None if calibration is None else dict(calibration)  # entries are dropped as used
 
@@ -115,8 +94,7 @@ def convert_checkpoint(
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if "generation_config.json" not in copy_side_files(source.root, tmp):
             write_generation_config(tmp, config)
-        options = method_options(settings)
-        extra = {**method_record(method, options, calibration_record, reports), **(extra_record or {})}
+        extra = {**method_record(checked.steps, calibration_record, reports), **(extra_record or {})}
         record = provenance_record(started, source, plan, method.name, settings.seed, asked_dtype, extra)
         write_provenance(tmp, record)
     return conversion_result(out, plan, method.name, target, started, record)
@@ -146,4 +124,10 @@ def _check_space(out: Path, needed: int) -> None:
         )
 
 
-__all__ = ["ConversionPlan", "ConversionResult", "check_settings", "convert_checkpoint"]
+__all__ = [
+    "CheckedConversion",
+    "ConversionPlan",
+    "ConversionResult",
+    "check_conversion",
+    "convert_checkpoint",
+]

@@ -20,7 +20,7 @@ from typing import Any
 from uptrain.architectures import Route
 from uptrain.checkpoint.provenance import read_provenance, write_provenance
 from uptrain.checkpoint.shards import SourceCheckpoint, find_weight_shards
-from uptrain.config.conversion import ConvertSection
+from uptrain.convert.checked import CheckedConversion
 
 
 def calibrates_after_translation(route: Route) -> bool:
@@ -33,7 +33,7 @@ def convert_translated_first(
     convert: Callable[..., Any],
     source: SourceCheckpoint,
     out: Path,
-    settings: ConvertSection,
+    checked: CheckedConversion,
     route: Route,
     overwrite: bool = False,
     progress: Any = None,
@@ -41,13 +41,13 @@ def convert_translated_first(
     extra_record: dict[str, Any] | None = None,
 ) -> Any:
     """`convert` (convert_checkpoint) twice: source -> its exact translation at G = H with `mean`,
-    then that -> OUT with the caller's settings. The result and uptrain.json name the real source."""
+    then that -> OUT with the caller's checked settings. The result and uptrain.json name the real source."""
     out = Path(os.path.abspath(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.uptrain-tmp-{os.getpid()}-{secrets.token_hex(4)}"  # atomic.py's form
     started = time.perf_counter()
     try:
-        exact = dataclasses.replace(settings, groups=route.dims.heads, method="mean", dtype=None)
+        exact = dataclasses.replace(checked.settings, groups=route.dims.heads, method="mean", dtype=None)
         convert(source, tmp / "translated", exact)
         root = tmp / "translated"  # OUT's record names the real source
         config = json.loads((root / "config.json").read_text())
@@ -58,7 +58,7 @@ def convert_translated_first(
             "seconds": round(time.perf_counter() - started, 2),
         }
         extra = {"translated_first": step, **(extra_record or {})}
-        result = convert(translated, out, settings, overwrite, None, progress, calibration_progress, extra)
+        result = convert(translated, out, checked, overwrite, None, progress, calibration_progress, extra)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record = read_provenance(out)

@@ -150,6 +150,28 @@ def _hub_api() -> Any:
     return HfApi()
 
 
+def _prepare_repo(api: Any, repo_id: str, private: bool, branch: str, retrying: dict[str, Any]) -> str:
+    """Create the repo (and the branch) if missing, refusing a public one that --private asks for; its URL."""
+    url = call_with_retries(
+        "creating the repo", lambda: api.create_repo(repo_id, private=private, exist_ok=True), **retrying
+    )
+    if (
+        private
+        and not call_with_retries("reading the repo", lambda: api.repo_info(repo_id), **retrying).private
+    ):
+        raise UptrainError(
+            f"{repo_id} already exists and is public, and --private does not change that; "
+            "make it private on the Hub first, or choose another REPO_ID"
+        )
+    if branch != "main":
+        call_with_retries(
+            f"creating branch {branch}",
+            lambda: api.create_branch(repo_id, branch=branch, exist_ok=True),
+            **retrying,
+        )
+    return str(url)
+
+
 def push_checkpoint(
     directory: Path,
     repo_id: str,
@@ -198,24 +220,7 @@ def push_checkpoint(
     refuse_leaked_token(directory, files, get_token() or "")
     record = json.loads((directory / FILENAME).read_text())
     message = commit_message or f"Upload {summary_line(record)} (uptrain {__version__})"
-    url = call_with_retries(
-        "creating the repo", lambda: api.create_repo(repo_id, private=private, exist_ok=True), **retrying
-    )
-    result.repo_url = str(url)
-    if (
-        private
-        and not call_with_retries("reading the repo", lambda: api.repo_info(repo_id), **retrying).private
-    ):
-        raise UptrainError(
-            f"{repo_id} already exists and is public, and --private does not change that; "
-            "make it private on the Hub first, or choose another REPO_ID"
-        )
-    if branch != "main":
-        call_with_retries(
-            f"creating branch {branch}",
-            lambda: api.create_branch(repo_id, branch=branch, exist_ok=True),
-            **retrying,
-        )
+    result.repo_url = _prepare_repo(api, repo_id, private, branch, retrying)
     info = call_with_retries(
         "the upload",
         lambda: api.upload_folder(

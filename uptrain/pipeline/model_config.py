@@ -5,7 +5,9 @@ mistake in them stops `uptrain train` and `uptrain run` before their first file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uptrain.architectures.route import output_config, plan_route
 from uptrain.checkpoint.meta import fetch_config, meta_model
@@ -14,6 +16,9 @@ from uptrain.config import ModelSection, UptrainConfig
 from uptrain.errors import UptrainError
 from uptrain.train.builders import check_choices
 from uptrain.train.model_checks import check_seq_len, check_trainable
+
+if TYPE_CHECKING:
+    from uptrain.convert.checked import CheckedConversion
 
 
 def source_config(model: ModelSection, download: bool) -> dict | None:
@@ -58,6 +63,14 @@ def check_model_settings(cfg: UptrainConfig, config: dict | None) -> None:
         model = meta_model(config)
         if model is not None:
             check_trainable(cfg.train.trainable, model)
+
+
+@dataclass(frozen=True)
+class ModelChecked:
+    """What a command's door checked of the model (training.check_model, run.check_run_config):
+    the stages and the training trust it."""
+
+    conversion: CheckedConversion | None  # model.convert, as the run converts it
 
 
 def check_before_writing(cfg: UptrainConfig) -> None:

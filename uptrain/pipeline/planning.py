@@ -183,7 +183,7 @@ def make_plan(cfg: UptrainConfig, accelerate_config: Path | None, device_memory:
     per_step = tokens_per_step(t.per_device_batch, t.grad_accum, parallel.processes, cfg.data.seq_len)
     try:
         budget = plan_budget(per_step, b.pretraining_tokens, b.fraction, b.max_tokens, b.max_steps)
-        compute: ComputePlan | None = plan_compute(shape, settings, parallel, budget.steps)
+        compute: ComputePlan | None = plan_compute(shape, settings, per_step, budget.steps)
         words = describe_budget(budget)
     except UptrainError as exc:
         compute, words = None, f"unknown: {exc}"

@@ -46,7 +46,7 @@ from uptrain.pipeline.manifest import (
     checkpoint_identity,
     file_identity,
 )
-from uptrain.pipeline.model_config import check_before_writing
+from uptrain.pipeline.model_config import ModelChecked, check_before_writing
 from uptrain.report import PLOT_FILES
 from uptrain.train.checkpoints import latest_checkpoint
 from uptrain.train.run_dir import RESUMABLE_CHANGES, RunDir, changed_keys
@@ -63,17 +63,19 @@ class RunOutcome:
     push: dict[str, Any] | None = None
 
 
-def check_run_config(cfg: UptrainConfig) -> None:
+def check_run_config(cfg: UptrainConfig) -> ModelChecked:
+    """`uptrain run`'s door: model.convert (as the run converts it), the model and the tasks."""
     if cfg.model.convert is None:
         raise UptrainError(
             "uptrain run converts first: set model.convert (groups, and source or model.tiny); "
             "to uptrain an already converted checkpoint, use uptrain train"
         )
     from uptrain.evaluate.tasks import check_tasks
-    from uptrain.pipeline.student import check_convert_method
+    from uptrain.pipeline.student import check_student, run_model_section
 
-    check_convert_method(cfg.model.convert)
+    conversion = check_student(run_model_section(cfg))
     check_tasks(task_settings(cfg))  # lm_eval installed, task names known, before anything is written
+    return ModelChecked(conversion)
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:
@@ -175,7 +177,7 @@ def check_push_possible(cfg: UptrainConfig) -> None:
 
 class Pipeline:
     def __init__(self, cfg: UptrainConfig, output: Path, console: Console) -> None:
-        check_run_config(cfg)
+        self.checked = check_run_config(cfg)  # trusted by the stages
         self.cfg = cfg
         self.run = RunDir(Path(output).absolute())
         self.console = console
@@ -206,7 +208,7 @@ class Pipeline:
     def convert(self) -> dict[str, Any]:
         from uptrain.pipeline.student import prepare_student, run_model_section
 
-        student = prepare_student(run_model_section(self.cfg), self.run, self.say)
+        student = prepare_student(run_model_section(self.cfg), self.run, self.say, self.checked.conversion)
         return {"source_path": student.teacher, "converted_path": str(student.path)}
 
     def tokens(self) -> Any:
@@ -241,7 +243,7 @@ class Pipeline:
         resumed = latest_checkpoint(self.run.checkpoints) is not None
         self.manifests.write(self.stages["train"], status=STARTED)
         try:
-            result = run_training(self.cfg, self.run.root, resume=True, console=self.console)
+            result = run_training(self.cfg, self.run.root, True, self.console, self.checked)
         except UptrainError as exc:  # a rerun of `uptrain run` is what resumes it
             message = str(exc).replace("rerun with --resume", "rerun the same uptrain run, which resumes")
             raise UptrainError(message, exit_code=exc.exit_code) from None

@@ -23,8 +23,7 @@ from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama, resolve_
 from uptrain.checkpoint.provenance import read_provenance
 from uptrain.checkpoint.source import open_source
 from uptrain.config import BUILTIN_PREFIX, ConvertSection, DataSection, ModelSection, UptrainConfig
-from uptrain.convert.calibrated import spec_of
-from uptrain.convert.convert import check_settings, convert_checkpoint
+from uptrain.convert.convert import CheckedConversion, check_conversion, convert_checkpoint
 from uptrain.data import TextSource
 from uptrain.errors import SettingError, UptrainError
 from uptrain.train.prepared import PreparedModel
@@ -54,18 +53,16 @@ def _conversion_settings_named() -> Iterator[None]:
         raise UptrainError(exc.said(config_key), exc.exit_code) from None
 
 
-def _calibration_settings(convert: ConvertSection) -> dict[str, Any] | None:
+def _calibration_settings(conversion: CheckedConversion) -> dict[str, Any] | None:
     """The model.convert keys a calibrated method depends on (None for mean/first/random)."""
-    from uptrain.convert.methods.pipeline import CALIBRATED, parse_method
-
-    if not CALIBRATED & set(parse_method(convert.method)):
+    if not conversion.steps.calibrates:
         return None
     keys = ("calibration_", "refine_", "sequential")
-    return {k: v for k, v in vars(convert).items() if k.startswith(keys)}
+    return {k: v for k, v in vars(conversion.settings).items() if k.startswith(keys)}
 
 
-def _conversion_matches(record: dict[str, Any], source: Any, convert: ConvertSection) -> bool:
-    conv = record.get("conversion", {})
+def _conversion_matches(record: dict[str, Any], source: Any, conversion: CheckedConversion) -> bool:
+    conv, convert = record.get("conversion", {}), conversion.settings
     dtype = DTYPE_NAMES[DTYPES[convert.dtype]] if convert.dtype else "unchanged"
     return (
         record.get("source", {}).get("config_sha256") == source.provenance.get("config_sha256")
@@ -73,20 +70,19 @@ def _conversion_matches(record: dict[str, Any], source: Any, convert: ConvertSec
         and record.get("source", {}).get("hub_id") == source.provenance.get("hub_id")
         and (conv.get("groups"), conv.get("method"), conv.get("seed"), conv.get("dtype"))
         == (convert.groups, convert.method, convert.seed, dtype)
-        and conv.get("convert_settings", {}).get("calibration") == _calibration_settings(convert)
+        and conv.get("convert_settings", {}).get("calibration") == _calibration_settings(conversion)
     )
 
 
-def check_convert_method(convert: ConvertSection) -> None:
-    """model.convert's settings that need no source (method, calibration numbers, local text)."""
+def check_convert_method(convert: ConvertSection) -> CheckedConversion:
+    """model.convert's settings that need no source (method, calibration numbers, local text),
+    checked once: the result is what conversion trusts."""
     with _conversion_settings_named():
-        method = check_settings(convert)
-    data = convert.calibration_data
-    if method.needs_calibration and data is not None:
-        with _conversion_settings_named():
-            spec = spec_of(convert)
-        if spec.data.is_local and not Path(data).expanduser().exists():
-            raise UptrainError(f"model.convert.calibration_data: {data} does not exist; fix the path")
+        checked = check_conversion(convert)
+    data, spec = convert.calibration_data, checked.calibration
+    if spec is not None and data is not None and spec.data.is_local and not Path(data).expanduser().exists():
+        raise UptrainError(f"model.convert.calibration_data: {data} does not exist; fix the path")
+    return checked
 
 
 def _route(config: dict, groups: int, source_key: str) -> None:
@@ -112,13 +108,13 @@ def _check_tokenizer(ref: str, key: str, config: dict, trust_remote_code: bool) 
         )
 
 
-def check_student(model: ModelSection) -> None:
-    """What can be checked before the run writes anything: a local model.path or convert source
-    (config, safetensors weights, no unasked custom code), G, and that the tokenizer fits the
-    model's vocabulary. A Hub source is checked after its download."""
+def check_student(model: ModelSection) -> CheckedConversion | None:
+    """What can be checked before the run writes anything: model.convert's settings (returned
+    checked, for prepare_student), a local model.path or convert source (config, safetensors weights,
+    no unasked custom code), G, and that the tokenizer fits the model's vocabulary. A Hub source is
+    checked after its download."""
     trust = model.trust_remote_code
-    if model.convert is not None:
-        check_convert_method(model.convert)
+    conversion = None if model.convert is None else check_convert_method(model.convert)
     if model.tiny is not None:
         # sized for model.tokenizer when it is built, so only G is checked here
         config = {"model_type": "llama", **tiny_llama_config(TinyLlamaSpec(**vars(model.tiny)))}
@@ -127,7 +123,7 @@ def check_student(model: ModelSection) -> None:
         ref = model.path if model.path is not None else source_ref(model)
         key = "model.path" if model.path is not None else "model.convert.source"
         if not Path(ref).expanduser().is_dir():
-            return
+            return conversion
         config = _open(ref, key).config
         check_remote_code(config, key, trust)
         tokenizer_key = key
@@ -138,6 +134,7 @@ def check_student(model: ModelSection) -> None:
             _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
     elif tokenizer_key is not None:
         _check_tokenizer(ref, tokenizer_key, config, trust)
+    return conversion
 
 
 def source_ref(model: ModelSection) -> str:
@@ -174,8 +171,15 @@ def run_model_section(cfg: UptrainConfig) -> ModelSection:
     return dataclasses.replace(cfg.model, convert=dataclasses.replace(convert, calibration_skip_tokens=skip))
 
 
-def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]) -> PreparedModel:
-    """Resolve, build or convert the model to uptrain. Run it on the main process first."""
+def prepare_student(
+    model: ModelSection,
+    run: RunDir,
+    say: Callable[[str], None],
+    conversion: CheckedConversion | None = None,
+) -> PreparedModel:
+    """Resolve, build or convert the model to uptrain. Run it on the main process first.
+    `conversion` is model.convert as the command's door checked it (check_student); without it,
+    model.convert is checked here."""
     if model.path is not None:
         source = _open(model.path, "model.path", model.revision, model.trust_remote_code)
         check_remote_code(source.config, "model.path", model.trust_remote_code)
@@ -201,15 +205,16 @@ def prepare_student(model: ModelSection, run: RunDir, say: Callable[[str], None]
             ref = str(dequantize_gguf(Path(ref), run.source, convert.dtype))
     source = _open(ref, "model.convert.source", convert.revision, allow_pickle=convert.allow_pickle)
     record = read_provenance(run.converted)
-    if not (run.converted.is_dir() and _conversion_matches(record, source, convert)):
+    conversion = conversion or check_convert_method(convert)
+    if not (run.converted.is_dir() and _conversion_matches(record, source, conversion)):
         say(f"converting {ref} to {convert.groups} KV heads ({convert.method}) in {run.converted}")
         with _conversion_settings_named():
             result = convert_checkpoint(
                 source,
                 run.converted,
-                convert,
+                conversion,
                 overwrite=True,
-                extra_record={"convert_settings": {"calibration": _calibration_settings(convert)}},
+                extra_record={"convert_settings": {"calibration": _calibration_settings(conversion)}},
             )
         record = result.record
     return PreparedModel(run.converted, record, str(source.root))

@@ -183,8 +183,8 @@ class ComputePlan:
     recompute_flops: float  # gradient checkpointing's extra forward (hardware work), 0 without
 
 
-def plan_compute(m: ModelShape, s: Settings, parallel: Parallelism, steps: int) -> ComputePlan:
-    per_step = s.per_device_batch * s.grad_accum * parallel.processes * s.seq_len
+def plan_compute(m: ModelShape, s: Settings, per_step: int, steps: int) -> ComputePlan:
+    """The work of `steps` optimizer steps of `per_step` tokens (budget.tokens_per_step, computed once)."""
     tokens = steps * per_step
     flops = 6.0 * m.params * tokens + 2.0 * s.teacher_params * tokens
     recompute = 2.0 * m.params * tokens if s.gradient_checkpointing else 0.0

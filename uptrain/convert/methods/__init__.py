@@ -1,14 +1,16 @@
-"""The registry of conversion methods: `--method` names one step or a `+`-joined pipeline of them
-(pipeline.py), e.g. mean, fit, similar+fit+refine."""
+"""Conversion methods: `--method` names one step or a `+`-joined composition of them, built from the
+step registry (uptrain.config.methods: each step's options and what it needs) into the ConversionMethod
+that pipeline.py assembles, e.g. mean, fit, similar+fit+refine."""
 
 from __future__ import annotations
 
+from uptrain.config.methods import STEPS, ComposedMethod, compose
 from uptrain.convert.methods.base import ConversionMethod, MethodContext
-from uptrain.convert.methods.pipeline import STEPS, MethodOptions, build_method, parse_method
+from uptrain.convert.methods.pipeline import build_method
 
-__all__ = ["STEPS", "ConversionMethod", "MethodContext", "MethodOptions", "get_method", "parse_method"]
+__all__ = ["STEPS", "ComposedMethod", "ConversionMethod", "MethodContext", "compose", "get_method"]
 
 
-def get_method(spec: str, options: MethodOptions | None = None) -> ConversionMethod:
-    """The method a `--method` spec names (one-line UptrainError when it names none)."""
-    return build_method(spec, options)
+def get_method(method: ComposedMethod | str) -> ConversionMethod:
+    """The method a composed method (or a `--method` spec) names (one-line SettingError when none)."""
+    return build_method(method)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from uptrain.architectures import AttentionWeights
+from uptrain.config.methods import First, Mean, Random
 from uptrain.convert.methods.base import ConversionMethod, MethodContext
 from uptrain.convert.pooling import first_pool, map_kv, mean_pool
 
@@ -45,6 +46,6 @@ def random_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> Att
     )
 
 
-MEAN = ConversionMethod("mean", mean_layer, "mean-pool each group's K/V heads (the GQA paper's default)")
-FIRST = ConversionMethod("first", first_layer, "keep the first K/V head of each group")
-RANDOM = ConversionMethod("random", random_layer, "fresh K/V heads from N(0, initializer_range), seeded")
+MEAN = ConversionMethod(Mean.name, mean_layer, Mean.description)
+FIRST = ConversionMethod(First.name, first_layer, First.description)
+RANDOM = ConversionMethod(Random.name, random_layer, Random.description)
