@@ -41,7 +41,7 @@ def test_pipeline_records_steps_calibration_and_figures(tiny_with_text, tmp_path
         "refine_steps": 3,
         "refine_lr": 3e-3,
         "refine_tokens": 200,
-        "refine_batch_tokens": 1024,
+        "refine_batch_tokens": 512,
         "refine_precision": "fp32",
         "refine_output": False,
         "query_aware": True,
