@@ -15,7 +15,7 @@ from typing import Literal
 
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.evaluation import ReportSection
-from uptrain.config.schema import setting
+from uptrain.config.schema import override, setting
 from uptrain.data import DEFAULT_DATASET
 from uptrain.units import TokenCount
 
@@ -77,6 +77,8 @@ class TextSourceSection:
 
 @dataclass
 class MixSource(TextSourceSection):
+    # every entry names its own text: one left out is an error, not a silent copy of the default dataset
+    dataset: str | None = override(TextSourceSection, "dataset", None)
     weight: float = setting(1.0, "Share of the blocks drawn from this source (weights are normalised).")
 
 
