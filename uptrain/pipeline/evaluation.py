@@ -54,6 +54,10 @@ def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     inputs: dict[str, Any] = {"report": report, "tokenizer": cfg.model.tokenizer}
     if cfg.report.dataset is None:
         inputs["heldout"] = {"data": to_plain(cfg.data), "split": cfg.eval.split, "blocks": cfg.eval.blocks}
+        if cfg.eval.dataset is not None:  # the held-out curve's own text
+            inputs["heldout"]["dataset"] = to_plain(cfg.eval.dataset)
+        if cfg.data.mix:  # a mixture's held-out blocks are drawn with train.seed
+            inputs["heldout"]["seed"] = cfg.train.seed
     return inputs
 
 
