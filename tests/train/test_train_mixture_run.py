@@ -8,7 +8,7 @@ import json
 
 import pytest
 from tolerances import LOSS_RTOL
-from train_runs import losses, torchrun_subprocess, train_subprocess
+from train_runs import kill_mid_run, losses, torchrun_subprocess, train_subprocess
 
 
 def _texts(root):
@@ -68,3 +68,27 @@ def test_two_processes_draw_the_same_mixture_as_one(tmp_path):
     assert sorted(got) == sorted(expected) == list(range(1, 7))
     for step in expected:
         assert got[step] == pytest.approx(expected[step], rel=LOSS_RTOL), step
+
+
+@pytest.mark.slow
+def test_a_killed_mixture_run_resumes_with_the_same_draw(tmp_path):
+    """SIGKILL after a checkpoint, then --resume: the same losses and the same tokens drawn per source as
+    an uninterrupted run (the counts before the checkpoint come back from it)."""
+    t1, t2, held = _texts(tmp_path)
+    run = (
+        "data.dataset=null",
+        f"data.mix=[{{dataset: {t1}, weight: 0.6}}, {{dataset: {t2}, weight: 0.4}}]",
+        "budget.max_steps=24",
+        "checkpoint.every_steps=4",
+    )
+    reference = tmp_path / "reference"
+    done = train_subprocess(reference, *run)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "killed"
+    killed_at = kill_mid_run(out, *run)
+    resumed = train_subprocess(out, *run, resume=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout
+    assert losses(out) == losses(reference), f"killed after step {killed_at}"
+    drawn = [[m["blocks_drawn"] for m in _training(d)["datasets"]] for d in (reference, out)]
+    assert drawn[0] == drawn[1] and sum(drawn[0]) == 24 * 8
