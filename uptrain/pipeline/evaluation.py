@@ -89,7 +89,7 @@ def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTo
         corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data, cfg.train.seed)
         blocks = corpus.heldout
         width = int(blocks.shape[1])
-        name = cfg.data.dataset or "the mixture of " + ", ".join(corpus.sources)
+        name = cfg.data.dataset or "the mixture of " + ", ".join(s.describe() for s in corpus.sources)
         is_local = bool(corpus.sources) or text_source(cfg.data, cfg.data.split, run.data).is_local
         dataset = {
             "dataset": name,

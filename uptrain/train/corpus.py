@@ -42,7 +42,7 @@ class Corpus:
     )  # (n, seq_len) int64: the blocks held out of the training text (n = 0 with eval.dataset)
     seq_len: int
     heldout_text: HeldOut | None = None  # eval.dataset's tokens and windows
-    sources: list[str] = field(default_factory=list)  # data.mix: each source, described
+    sources: list[TextSource] = field(default_factory=list)  # data.mix: each source as it was read
 
     @property
     def streaming(self) -> bool:
@@ -127,11 +127,11 @@ def load_corpus(
     if data.mix:
         sources = mixture_sources(data)
         blocks = mix_blocks(sources, lambda s: packed(s, s.split), seed)
-        described = [text_source(s, s.split, data_dir).describe() for s in sources]
-        where = f"the mixture of {', '.join(described)} in {data.seq_len}-token blocks"
+        read = [text_source(s, s.split, data_dir) for s in sources]
+        where = f"the mixture of {', '.join(r.describe() for r in read)} in {data.seq_len}-token blocks"
         streaming = sources[0].streaming
     else:
-        blocks, described = packed(data, data.split), []
+        blocks, read = packed(data, data.split), []
         where = f"{text_source(data, data.split, data_dir).describe()} in {data.seq_len}-token blocks"
         streaming = data.streaming
     heldout_text = None
@@ -162,7 +162,7 @@ def load_corpus(
             )
         blocks = blocks.select(range(start, len(blocks)))
     ids = torch.tensor(heldout, dtype=torch.long).reshape(len(heldout), data.seq_len)
-    return Corpus(blocks, ids, data.seq_len, heldout_text, described)
+    return Corpus(blocks, ids, data.seq_len, heldout_text, read)
 
 
 def epoch_order(block_count: int, samples: int, seed: int) -> np.ndarray:

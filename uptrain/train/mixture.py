@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from uptrain.config import DataSection, MixSource
+from uptrain.data import TextSource
 
 SOURCE_COLUMN = "source"
 
@@ -51,20 +52,21 @@ def mix_blocks(sources: list[MixSource], pack: Callable[[MixSource], Any], seed:
 
 
 def mixture_record(
-    sources: list[MixSource], describe: list[str], blocks: list[int], seq_len: int
+    sources: list[MixSource], read: list[TextSource], blocks: list[int], seq_len: int
 ) -> list[dict]:
-    """Each source, its weight and what training drew from it, for uptrain.json and the report."""
+    """Each source (as data.mix names it and as it was read), its weight and what training drew from it,
+    for uptrain.json and the report."""
     return [
         {
             "id": source.dataset,
-            "source": text,
-            "config": source.config,
-            "split": source.split,
+            "source": text.describe(),
+            "config": None if text.is_local else source.config,
+            "split": text.split,
             "weight": source.weight,
             "blocks_drawn": count,
             "tokens_drawn": count * seq_len,
         }
-        for source, text, count in zip(sources, describe, blocks, strict=True)
+        for source, text, count in zip(sources, read, blocks, strict=True)
     ]
 
 
