@@ -116,6 +116,20 @@ def draw_plots(report: dict[str, Any], metrics: list[dict[str, Any]], out: Path)
     return {name: save_figure(fig, out / PLOT_FILES[name]) for name, fig in figures.items()}
 
 
+def training_text_lines(training: dict[str, Any]) -> list[str]:
+    """The sources of a data.mix run (weight, tokens drawn) and the text of the held-out curve."""
+    lines = []
+    mix = training.get("datasets")
+    if isinstance(mix, list) and mix:
+        lines += ["| training source | weight | tokens drawn |", "|---|---:|---:|"]
+        lines += [f"| {m.get('source')} | {m.get('weight'):g} | {m.get('tokens_drawn', 0):,} |" for m in mix]
+        lines.append("")
+    heldout = training.get("heldout") or {}
+    if heldout.get("text"):
+        lines += [f"Held-out curve (training.png) on {heldout['text']}.", ""]
+    return lines
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: what was done, the table, the ratios and the plots."""
     conversion, training = report.get("conversion") or {}, report.get("training") or {}
@@ -129,6 +143,7 @@ def report_markdown(report: dict[str, Any]) -> str:
             + (f" ({fraction:.3%} of pre-training)." if fraction else "."),
             "",
         ]
+    lines += training_text_lines(training)
     lines += ["| model | KV heads | perplexity | KV cache / token |", "|---|---:|---:|---:|"]
     for m in report["models"]:
         lines.append(

@@ -54,7 +54,7 @@ def test_defaults_follow_the_paper():
         ({**MINIMAL, "data": "wikitext"}, ["data must be a section"]),
         ({**MINIMAL, "optim": {"betas": 0.9}}, ["optim.betas must be a list"]),
         ({**MINIMAL, "budget": {"pretraining_tokens": "2 trillion"}}, ["budget.pretraining_tokens"]),
-        ({**MINIMAL, "data": {"dataset": None}}, ["data.dataset must be a string, not null"]),
+        ({**MINIMAL, "data": {"dataset": None}}, ["data.dataset is null and data.mix is empty"]),
     ],
 )
 def test_unknown_keys_and_wrong_types_name_the_key(raw, fragments):

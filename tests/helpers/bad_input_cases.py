@@ -420,6 +420,53 @@ CASES = [
     ),
     Case(
         "train",
+        "mix-with-a-missing-source",
+        train_args(
+            "data.dataset=null", "data.mix=[{{dataset: {p.text}}}, {{dataset: {p.work}/missing.txt}}]"
+        ),
+        ("data.mix[1].dataset", "does not exist", "fix the path"),
+    ),
+    Case(
+        "train",
+        "mix-entry-without-a-dataset",
+        train_args("data.dataset=null", "data.mix=[{{weight: 1}}]"),
+        ("data.mix[0] has no dataset", "give each entry a dataset"),
+    ),
+    Case(
+        "train",
+        "mix-negative-weight",
+        train_args("data.dataset=null", "data.mix=[{{dataset: {p.text}, weight: -0.5}}]"),
+        ("data.mix[0].weight must be >= 0",),
+    ),
+    Case(
+        "train",
+        "mix-weights-all-zero",
+        train_args(
+            "data.dataset=null",
+            "data.mix=[{{dataset: {p.text}, weight: 0}}, {{dataset: {p.text}, weight: 0}}]",
+        ),
+        ("data.mix weights are all zero", "weight > 0"),
+    ),
+    Case(
+        "train",
+        "mix-and-dataset",
+        train_args("data.mix=[{{dataset: {p.text}}}]"),
+        ("data.mix replaces data.dataset", "--set data.dataset=null"),
+    ),
+    Case(
+        "train",
+        "eval-dataset-and-eval-split",
+        train_args("eval.dataset={p.text}", "eval.split=validation"),
+        ("eval.dataset and eval.split", "drop one of them"),
+    ),
+    Case(
+        "train",
+        "eval-dataset-missing",
+        train_args("eval.dataset={p.work}/missing.txt"),
+        ("eval.dataset:", "does not exist", "fix the path"),
+    ),
+    Case(
+        "train",
         "hub-model-offline",
         train_args(*MODEL_PATH, "model.path=someone/model"),
         ("model.path:", "HF_HUB_OFFLINE"),

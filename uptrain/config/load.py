@@ -44,6 +44,7 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
             "set budget.max_tokens or budget.max_steps"
         )
     _positive(f"{where}model.convert.", groups=m.convert.groups if m.convert else None)
+    _check_sources(cfg, where)
     if cfg.data.seq_len < 2:
         raise UptrainError(f"{where}data.seq_len must be at least 2, not {cfg.data.seq_len}")
     _positive(f"{where}data.", shuffle_buffer=cfg.data.shuffle_buffer)
@@ -84,6 +85,34 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
     for key, value in (("eval", cfg.eval.every_steps), ("checkpoint", cfg.checkpoint.every_steps)):
         if value < 0:
             raise UptrainError(f"{where}{key}.every_steps must be >= 0, not {value}")
+
+
+def _check_sources(cfg: UptrainConfig, where: str) -> None:
+    """data.dataset or data.mix (not both), each mix entry named and weighed; eval.dataset or eval.split."""
+    d, e = cfg.data, cfg.eval
+    if d.mix and d.dataset is not None:
+        raise UptrainError(
+            f"{where}data.mix replaces data.dataset; set data.dataset to null (--set data.dataset=null)"
+        )
+    if not d.mix and d.dataset is None:
+        raise UptrainError(
+            f"{where}data.dataset is null and data.mix is empty; name the training text in one of them"
+        )
+    for i, source in enumerate(d.mix):
+        if source.dataset is None:
+            raise UptrainError(f"{where}data.mix[{i}] has no dataset; give each entry a dataset")
+        if source.weight < 0:
+            raise UptrainError(f"{where}data.mix[{i}].weight must be >= 0, not {source.weight}")
+    if d.mix and not sum(source.weight for source in d.mix) > 0:
+        raise UptrainError(f"{where}data.mix weights are all zero; give at least one source a weight > 0")
+    if e.dataset is not None and e.split is not None:
+        raise UptrainError(f"{where}eval.dataset and eval.split both name held-out text; drop one of them")
+    if e.dataset is not None and e.dataset.dataset is None:
+        raise UptrainError(f"{where}eval.dataset has no dataset; name a text or set eval.dataset to null")
+    if d.mix and e.split is not None:
+        raise UptrainError(
+            f"{where}eval.split does not apply to data.mix; use eval.dataset, or drop eval.split"
+        )
 
 
 def parse_config(raw: dict[str, Any], overrides: list[str] = (), where: str = "") -> UptrainConfig:

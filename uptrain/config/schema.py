@@ -63,7 +63,7 @@ def type_name(tp: Any) -> str:
     if typing.get_origin(tp) is list:
         return f"a list, each item {type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
-        return "section"
+        return f"section (or its {tp.shorthand})" if getattr(tp, "shorthand", None) else "section"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(tp, getattr(tp, "type_label", getattr(tp, "__name__", str(tp))))
 
@@ -82,6 +82,8 @@ def convert_value(tp: Any, value: Any, key: str, where: str) -> Any:
         raise UptrainError(f"{where}{key} must be {type_name(tp)}, not null; set a value or remove the key")
     tp = inner
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and getattr(tp, "shorthand", None):  # `eval.dataset: valid.txt`
+            value = {tp.shorthand: value}
         if not isinstance(value, Mapping):
             raise UptrainError(f"{where}{key} must be a section (key: value lines), not {_show(value)}")
         return load_dataclass(tp, value, f"{key}.", where)
@@ -244,4 +246,6 @@ def describe_fields(cls: type, prefix: str = "") -> list[tuple[str, str, Any, st
         else:
             default = None
         rows.append((f"{prefix}{f.name}", type_name(tp), to_plain(default), doc))
+        if typing.get_origin(inner) is list and dataclasses.is_dataclass(typing.get_args(inner)[0]):
+            rows.extend(describe_fields(typing.get_args(inner)[0], f"{prefix}{f.name}[]."))
     return rows

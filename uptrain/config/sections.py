@@ -15,7 +15,7 @@ from typing import Literal
 
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.evaluation import ReportSection
-from uptrain.config.schema import setting
+from uptrain.config.schema import override, setting
 from uptrain.data import DEFAULT_DATASET
 from uptrain.units import TokenCount
 
@@ -58,16 +58,41 @@ class ModelSection:
 
 
 @dataclass
-class DataSection:
-    dataset: str = setting(
+class TextSourceSection:
+    """One text: the training text (data), an entry of data.mix, or eval.dataset. Written as a section,
+    or as just its dataset (`eval.dataset: valid.txt`)."""
+
+    shorthand = "dataset"  # a plain string stands for {dataset: ...}
+
+    dataset: str | None = setting(
         DEFAULT_DATASET,
         "Hub dataset id, a local .txt/.json/.jsonl/.parquet file, or builtin:python-docs (offline text "
-        "that ships with Python).",
+        "that ships with Python); null in data when data.mix names the sources.",
     )
     config: str | None = setting("wikitext-103-raw-v1", "Hub dataset configuration name.")
-    split: str = setting("train", "Split to train on.")
+    split: str = setting("train", "Split to read.")
     text_column: str = setting("text", "Column holding the text.")
     streaming: bool = setting(False, "Stream the dataset instead of downloading it whole (large corpora).")
+
+
+@dataclass
+class MixSource(TextSourceSection):
+    # every entry names its own text: one left out is an error, not a silent copy of the default dataset
+    dataset: str | None = override(TextSourceSection, "dataset", None)
+    weight: float = setting(1.0, "Share of the blocks drawn from this source (weights are normalised).")
+
+
+@dataclass
+class DataSection(TextSourceSection):
+    shorthand = None  # `data:` is a section with more than its text
+
+    mix: list[MixSource] = setting(
+        doc="Train on a seeded mixture of sources instead of data.dataset (set it to null): each entry a "
+        "text source with a weight, packed on its own, blocks drawn by datasets.interleave_datasets with "
+        "the weights as probabilities and train.seed; the mixture streams when data.streaming or any "
+        "entry does.",
+        factory=list,
+    )
     seq_len: int = setting(2048, "Tokens per packed training block (no padding).")
     add_eos: bool = setting(
         True,
@@ -171,7 +196,13 @@ class EvalSection:
     split: str | None = setting(
         None, "A held-out split of data.dataset; null holds out the first eval.blocks blocks of data.split."
     )
-    blocks: int = setting(64, "Held-out blocks of data.seq_len tokens.")
+    dataset: TextSourceSection | None = setting(
+        None,
+        "Score the held-out curve on another text (its own config, split, text_column), as `uptrain eval` "
+        "does: its first eval.blocks x data.seq_len tokens in windows of data.seq_len, stride half a "
+        "window; nothing is then held out of the training text. Not with eval.split.",
+    )
+    blocks: int = setting(64, "Held-out blocks of data.seq_len tokens (with eval.dataset: their tokens).")
     every_steps: int = setting(500, "Evaluate every N optimizer steps (0: only before and after training).")
     batch_size: int | None = setting(
         None, "Blocks per device per evaluation batch (default: per_device_batch)."

@@ -167,6 +167,13 @@ def _training_line(record: dict[str, Any]) -> str:
     if isinstance(training.get("steps"), int):
         parts.append(f"{training['steps']:,} steps")
     datasets = [d if is_hub_dataset_id(d) else PurePath(d).name for d in training_datasets(record)]
+    mix = training.get("datasets")
+    if isinstance(mix, list) and all(isinstance(m, dict) and "weight" in m for m in mix):  # data.mix
+        datasets = [
+            f"{PurePath(str(m.get('id'))).name} (weight {m['weight']:g}, "
+            f"{format_tokens(m.get('tokens_drawn') or 0)} tokens drawn)"
+            for m in mix
+        ]
     text = f"- **Uptraining:** {', '.join(parts)}" + (f" on {', '.join(datasets)}" if datasets else "")
     fraction = training.get("fraction_of_pretraining")
     pre = training.get("pretraining_tokens") or pretraining_tokens(record)

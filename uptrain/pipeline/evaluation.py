@@ -54,6 +54,10 @@ def evaluation_inputs(cfg: UptrainConfig) -> dict[str, Any]:
     inputs: dict[str, Any] = {"report": report, "tokenizer": cfg.model.tokenizer}
     if cfg.report.dataset is None:
         inputs["heldout"] = {"data": to_plain(cfg.data), "split": cfg.eval.split, "blocks": cfg.eval.blocks}
+        if cfg.eval.dataset is not None:  # the held-out curve's own text
+            inputs["heldout"]["dataset"] = to_plain(cfg.eval.dataset)
+        if cfg.data.mix:  # a mixture's held-out blocks are drawn with train.seed
+            inputs["heldout"]["seed"] = cfg.train.seed
     return inputs
 
 
@@ -71,16 +75,27 @@ def _settings(cfg: UptrainConfig) -> EvalSettings:
 def evaluation_tokens(cfg: UptrainConfig, run: RunDir, tokenizer: Any) -> EvalTokens:
     """The tokens every model of the run is scored on."""
     settings = _settings(cfg)
+    if cfg.report.dataset is None and cfg.eval.dataset is not None:  # the held-out curve's own text
+        heldout = load_corpus(cfg.data, cfg.eval, tokenizer, run.data, cfg.train.seed).heldout_set()
+        width = cfg.data.seq_len
+        dataset = {
+            "dataset": cfg.eval.dataset.dataset,
+            "split": cfg.eval.dataset.split,
+            "source": heldout.text,
+        }
+        settings = replace(settings, window=width, stride=max(1, width // 2), harness=False, max_tokens=None)
+        return EvalTokens(heldout.ids, "", settings, dataset)
     if cfg.report.dataset is None:
-        corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data)
+        corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data, cfg.train.seed)
         blocks = corpus.heldout
         width = int(blocks.shape[1])
-        source = text_source(cfg.data, cfg.eval.split or cfg.data.split, run.data)
+        name = cfg.data.dataset or "the mixture of " + ", ".join(s.describe() for s in corpus.sources)
+        is_local = bool(corpus.sources) or text_source(cfg.data, cfg.data.split, run.data).is_local
         dataset = {
-            "dataset": cfg.data.dataset,
-            "dataset_config": None if source.is_local else cfg.data.config,
+            "dataset": name,
+            "dataset_config": None if is_local else cfg.data.config,
             "split": cfg.eval.split or cfg.data.split,
-            "source": f"{len(blocks)} held-out blocks of {width} tokens of {cfg.data.dataset}",
+            "source": f"{len(blocks)} held-out blocks of {width} tokens of {name}",
             "heldout_blocks": len(blocks),
         }
         settings = replace(settings, window=width, stride=width, harness=False, max_tokens=None)

@@ -34,6 +34,7 @@ class TrainerState:
     micro_batches: int = 0  # micro-batches each process has consumed: the data position
     elapsed_s: float = 0.0  # training wall time before this process started
     last_loss: float | None = None
+    source_blocks: list[int] | None = None  # data.mix: blocks trained on from each source (all processes)
 
     @classmethod
     def read(cls, directory: Path) -> TrainerState:

@@ -9,7 +9,7 @@ resuming it reads and discards the batches already trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from uptrain.checkpoint.atomic import atomic_write_text
-from uptrain.config import BUILTIN_PREFIX, DataSection, EvalSection
+from uptrain.config import BUILTIN_PREFIX, DataSection, EvalSection, TextSourceSection
 from uptrain.data import TextSource, builtin_text, load_text_dataset
 from uptrain.errors import UptrainError
+from uptrain.train.heldout_set import HeldOut, heldout_of_blocks, heldout_of_text
+from uptrain.train.mixture import SOURCE_COLUMN, mix_blocks, mixture_sources
 from uptrain.train.packing import tokenize_and_pack
 
 # load_text_dataset names the flags of `uptrain eval`; a config names its keys.
@@ -34,9 +36,13 @@ _FLAG_TO_KEY = (
 
 @dataclass
 class Corpus:
-    blocks: Any  # datasets.Dataset or IterableDataset of {"input_ids"}: the training blocks
-    heldout: torch.Tensor  # (n, seq_len) int64
+    blocks: Any  # datasets.Dataset or IterableDataset of {"input_ids"[, "source"]}: the training blocks
+    heldout: (
+        torch.Tensor
+    )  # (n, seq_len) int64: the blocks held out of the training text (n = 0 with eval.dataset)
     seq_len: int
+    heldout_text: HeldOut | None = None  # eval.dataset's tokens and windows
+    sources: list[TextSource] = field(default_factory=list)  # data.mix: each source as it was read
 
     @property
     def streaming(self) -> bool:
@@ -48,9 +54,14 @@ class Corpus:
     def block_count(self) -> int | None:
         return None if self.streaming else len(self.blocks)
 
+    def heldout_set(self) -> HeldOut:
+        """What the held-out curve scores: eval.dataset's windows, else each held-out block."""
+        return self.heldout_text or heldout_of_blocks(self.heldout, "held-out blocks of the training text")
 
-def text_source(data: DataSection, split: str, data_dir: Path) -> TextSource:
-    """The TextSource behind data.dataset; a builtin: corpus is written to data_dir first."""
+
+def text_source(data: TextSourceSection, split: str, data_dir: Path) -> TextSource:
+    """The TextSource behind a text source section; a builtin: corpus is written to data_dir first."""
+    assert data.dataset is not None  # check_config: data.dataset, each data.mix entry, eval.dataset
     if data.dataset.startswith(BUILTIN_PREFIX):
         name = data.dataset[len(BUILTIN_PREFIX) :]
         path = data_dir / f"{name}.txt"
@@ -68,13 +79,19 @@ def text_source(data: DataSection, split: str, data_dir: Path) -> TextSource:
     )
 
 
-def check_data_source(data: DataSection) -> None:
+def check_data_source(data: DataSection, evaluation: EvalSection | None = None) -> None:
     """Fail early on a local dataset file that is not there (Hub ids are checked when loaded)."""
-    if data.dataset.startswith(BUILTIN_PREFIX):
-        return
-    source = text_source(data, data.split, Path("."))
-    if source.is_local and not Path(data.dataset).is_file():
-        raise UptrainError(f"data.dataset: {data.dataset} does not exist or is not a file; fix the path")
+    named = [("data.dataset", data)] if not data.mix else []
+    named += [(f"data.mix[{i}].dataset", source) for i, source in enumerate(data.mix)]
+    if evaluation is not None and evaluation.dataset is not None:
+        named.append(("eval.dataset", evaluation.dataset))
+    for key, section in named:
+        assert section.dataset is not None  # check_config
+        if section.dataset.startswith(BUILTIN_PREFIX):
+            continue
+        source = text_source(section, section.split, Path("."))
+        if source.is_local and not Path(section.dataset).is_file():
+            raise UptrainError(f"{key}: {section.dataset} does not exist or is not a file; fix the path")
 
 
 def _load(source: TextSource) -> Any:
@@ -93,27 +110,48 @@ def _first_blocks(blocks: Any, n: int) -> list[list[int]]:
     return blocks.select(range(min(n, len(blocks))))["input_ids"]
 
 
-def load_corpus(data: DataSection, evaluation: EvalSection, tokenizer: Any, data_dir: Path) -> Corpus:
-    """Tokenize, pack and split. Run it on the main process first (it writes the datasets cache)."""
-    if evaluation.split is not None and data.dataset.startswith(BUILTIN_PREFIX):
+def load_corpus(
+    data: DataSection, evaluation: EvalSection, tokenizer: Any, data_dir: Path, seed: int = 0
+) -> Corpus:
+    """Tokenize, pack and split. Run it on the main process first (it writes the datasets cache).
+    `seed` (train.seed) draws a data.mix mixture."""
+    if evaluation.split is not None and (data.dataset or "").startswith(BUILTIN_PREFIX):
         raise UptrainError(f"eval.split does not apply to {data.dataset}; remove it (blocks are held out)")
 
-    def packed(split: str) -> Any:
-        source = text_source(data, split, data_dir)
+    def packed(section: TextSourceSection, split: str) -> Any:
+        source = text_source(section, split, data_dir)
         return tokenize_and_pack(
             _load(source), tokenizer, data.seq_len, source.text_column, data.add_eos, data.num_proc
-        ), source
-
-    blocks, source = packed(data.split)
-    carved = evaluation.split is None
-    heldout = _first_blocks(blocks if carved else packed(evaluation.split)[0], evaluation.blocks)
-    where = f"{source.describe()} in {data.seq_len}-token blocks"
-    if len(heldout) < evaluation.blocks:
-        raise UptrainError(
-            f"{where} gives {len(heldout)} held-out blocks, fewer than eval.blocks {evaluation.blocks}; "
-            "lower eval.blocks or data.seq_len, or use more text"
         )
-    if data.streaming:
+
+    if data.mix:
+        sources = mixture_sources(data)
+        blocks = mix_blocks(sources, lambda s: packed(s, s.split), seed)
+        read = [text_source(s, s.split, data_dir) for s in sources]
+        where = f"the mixture of {', '.join(r.describe() for r in read)} in {data.seq_len}-token blocks"
+        streaming = sources[0].streaming
+    else:
+        blocks, read = packed(data, data.split), []
+        where = f"{text_source(data, data.split, data_dir).describe()} in {data.seq_len}-token blocks"
+        streaming = data.streaming
+    heldout_text = None
+    if evaluation.dataset is not None:
+        source = text_source(evaluation.dataset, evaluation.dataset.split, data_dir)
+        try:
+            heldout_text = heldout_of_text(source, tokenizer, data.seq_len, evaluation.blocks)
+        except UptrainError as exc:
+            raise UptrainError(f"eval.dataset: {exc}") from None
+        heldout: list[list[int]] = []
+    else:
+        carved_from = blocks if evaluation.split is None else packed(data, evaluation.split)
+        heldout = _first_blocks(carved_from, evaluation.blocks)
+        if len(heldout) < evaluation.blocks:
+            raise UptrainError(
+                f"{where} gives {len(heldout)} held-out blocks, fewer than eval.blocks {evaluation.blocks}; "
+                "lower eval.blocks or data.seq_len, or use more text"
+            )
+    carved = evaluation.split is None and evaluation.dataset is None
+    if streaming:
         blocks = blocks.skip(len(heldout)) if carved else blocks
     else:
         start = len(heldout) if carved else 0
@@ -123,7 +161,8 @@ def load_corpus(data: DataSection, evaluation: EvalSection, tokenizer: Any, data
                 "lower eval.blocks or data.seq_len, or use more text"
             )
         blocks = blocks.select(range(start, len(blocks)))
-    return Corpus(blocks, torch.tensor(heldout, dtype=torch.long), data.seq_len)
+    ids = torch.tensor(heldout, dtype=torch.long).reshape(len(heldout), data.seq_len)
+    return Corpus(blocks, ids, data.seq_len, heldout_text, read)
 
 
 def epoch_order(block_count: int, samples: int, seed: int) -> np.ndarray:
@@ -144,8 +183,11 @@ class OrderedBlocks(Dataset):
         return len(self.order)
 
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        rows = self.blocks[self.order[indices]]["input_ids"]
-        return {"input_ids": torch.from_numpy(np.asarray(rows, dtype=np.int64))}
+        rows = self.blocks[self.order[indices]]
+        batch = {"input_ids": torch.from_numpy(np.asarray(rows["input_ids"], dtype=np.int64))}
+        if SOURCE_COLUMN in rows:  # data.mix: which source each block came from
+            batch[SOURCE_COLUMN] = torch.from_numpy(np.asarray(rows[SOURCE_COLUMN], dtype=np.int64))
+        return batch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
@@ -163,14 +205,14 @@ class StreamedBlocks(IterableDataset):
 
     def __iter__(self):
         for row in self.stream:
-            yield {"input_ids": torch.tensor(row["input_ids"], dtype=torch.long)}
+            yield {key: torch.tensor(value, dtype=torch.long) for key, value in row.items()}
 
 
 def collate_blocks(batch: Any) -> dict[str, torch.Tensor]:
     """Batches come whole from OrderedBlocks.__getitems__; single rows (streaming) are stacked."""
     if isinstance(batch, dict):
         return batch
-    return {"input_ids": torch.stack([row["input_ids"] for row in batch])}
+    return {key: torch.stack([row[key] for row in batch]) for key in batch[0]}
 
 
 def training_loader(corpus: Corpus, samples: int, batch_size: int, seed: int, buffer: int) -> DataLoader:
@@ -194,14 +236,3 @@ def _own_generator() -> torch.Generator:
     torch's global RNG, which dropout (e.g. train.lora.dropout) draws from; so a resumed run, which starts
     one more iteration than the run it continues, still draws the same dropout masks."""
     return torch.Generator().manual_seed(0)
-
-
-def heldout_loader(corpus: Corpus, batch_size: int) -> DataLoader:
-    blocks = corpus.heldout
-    return DataLoader(
-        [{"input_ids": row} for row in blocks],
-        batch_size=batch_size,
-        shuffle=False,
-        collate_fn=collate_blocks,
-        generator=_own_generator(),
-    )

@@ -1,8 +1,8 @@
-"""Held-out evaluation during training: perplexity of the held-out packed blocks, through the
-evaluator's scoring core (uptrain.evaluate.score_windows).
+"""Held-out evaluation during training: perplexity of the held-out set (heldout_set.py: the carved
+packed blocks, or eval.dataset's sliding windows), through the evaluator's scoring core
+(uptrain.evaluate.score_windows).
 
-Blocks are packed and unpadded, so each block is one window whose tokens after the first are
-scored. Each process scores its share of the blocks; the per-block NLL sums are gathered with
+Each process scores its share of the windows; the per-window NLL sums are gathered with
 `gather_for_metrics`, so the result does not depend on the number of processes.
 """
 
@@ -12,17 +12,26 @@ import math
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
-from uptrain.evaluate import Window, score_windows
-from uptrain.train.corpus import Corpus, heldout_loader
+from uptrain.evaluate import score_windows
+from uptrain.train.corpus import Corpus
 
 
 class HeldOutEvaluator:
     def __init__(self, corpus: Corpus, batch_size: int, accelerator: Any) -> None:
         self.accelerator = accelerator
         self.batch_size = batch_size
-        self.loader = accelerator.prepare_data_loader(heldout_loader(corpus, batch_size))
-        self.tokens = corpus.heldout.numel() - corpus.heldout.shape[0]  # predicted positions
+        self.heldout = corpus.heldout_set()
+        indices = DataLoader(
+            list(range(len(self.heldout.windows))),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=torch.tensor,
+            generator=torch.Generator().manual_seed(0),  # not torch's global RNG (see corpus._own_generator)
+        )
+        self.loader = accelerator.prepare_data_loader(indices)
+        self.tokens = self.heldout.tokens_scored  # predicted positions
 
     @torch.no_grad()
     def __call__(self, model: Any) -> dict[str, float]:
@@ -31,13 +40,9 @@ class HeldOutEvaluator:
         model.eval()
         sums = []
         for batch in self.loader:
-            ids = batch["input_ids"]
-            width = ids.shape[1]
-            windows = [
-                Window(i * width, (i + 1) * width, i * width + 1, (i + 1) * width) for i in range(len(ids))
-            ]
-            scores = score_windows(model, ids.reshape(-1), windows, self.batch_size)
-            nll = torch.tensor(scores.nll, dtype=torch.float64, device=ids.device)
+            windows = [self.heldout.windows[i] for i in batch.tolist()]
+            scores = score_windows(model, self.heldout.ids, windows, self.batch_size)
+            nll = torch.tensor(scores.nll, dtype=torch.float64, device=batch.device)
             sums.append(self.accelerator.gather_for_metrics(nll))
         model.train(was_training)
         loss = (torch.cat(sums).sum() / self.tokens).item()

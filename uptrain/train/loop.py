@@ -79,7 +79,7 @@ def train(
 
     # 2. the data: tokenized and packed into blocks (the main process fills the datasets cache)
     with accelerator.main_process_first():
-        corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data)
+        corpus = load_corpus(cfg.data, cfg.eval, tokenizer, run.data, t.seed)
 
     # 3. the budget
     b = cfg.budget
@@ -156,7 +156,7 @@ def train(
     last_eval = {"step": state.step, "tokens": state.tokens, **evaluator(model)}
     metrics.write(last_eval)
     say(f"after {doing}: held-out loss {last_eval['eval_loss']:.4f} (ppl {last_eval['eval_ppl']:.2f})")
-    training = training_record(cfg, accelerator, state, original, last_eval["eval_loss"], teacher, student)
+    training = training_record(cfg, accelerator, state, original, last_eval, teacher, student, corpus)
     # a model trained from scratch: these tokens are its pre-training, the base of later budgets
     record = dict(student.record)
     if student.from_scratch:

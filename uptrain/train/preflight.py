@@ -28,7 +28,7 @@ def check_training(cfg: UptrainConfig, run: RunDir, resume: bool, processes: int
     if resume and (run.final / "uptrain.json").is_file():
         return TrainingStart(config_yaml, None, finished=True)
     checkpoint = check_run_dir(run, config_yaml, resume)
-    check_data_source(cfg.data)
+    check_data_source(cfg.data, cfg.eval)
     check_choices(cfg)
     check_lora(cfg)
     b, t = cfg.budget, cfg.train

@@ -8,7 +8,9 @@ from uptrain.checkpoint.provenance import now
 from uptrain.config import UptrainConfig
 from uptrain.config.schema import to_plain
 from uptrain.train.checkpoints import TrainerState
+from uptrain.train.corpus import Corpus
 from uptrain.train.lora import lora_summary
+from uptrain.train.mixture import mixture_record
 from uptrain.train.objective import objective_name
 from uptrain.train.prepared import PreparedModel
 
@@ -18,11 +20,20 @@ def training_record(
     accelerator: Any,
     state: TrainerState,
     original: int | None,
-    heldout_loss: float,
+    heldout: dict[str, Any],
     teacher: Any,
     student: PreparedModel,
+    corpus: Corpus,
 ) -> dict[str, Any]:
+    """`heldout` is the last held-out evaluation ({"eval_loss", "eval_tokens", ...})."""
     t = cfg.train
+    if cfg.data.mix:
+        drawn = state.source_blocks or [0] * len(cfg.data.mix)
+        data: dict[str, Any] = {
+            "datasets": mixture_record(cfg.data.mix, corpus.sources, drawn, cfg.data.seq_len)
+        }
+    else:
+        data = {"dataset": {"id": cfg.data.dataset, "config": cfg.data.config, "split": cfg.data.split}}
     return {
         "finished": now(),
         "steps": state.step,
@@ -30,12 +41,13 @@ def training_record(
         "pretraining_tokens": original,
         "fraction_of_pretraining": state.tokens / original if original else None,
         "final_loss": state.last_loss,
-        "heldout_loss": heldout_loss,
+        "heldout_loss": heldout["eval_loss"],
+        "heldout": {"text": corpus.heldout_set().text, "tokens_scored": heldout["eval_tokens"]},
         "seq_len": cfg.data.seq_len,
         "global_batch": t.per_device_batch * t.grad_accum * accelerator.num_processes,
         "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
-        "dataset": {"id": cfg.data.dataset, "config": cfg.data.config, "split": cfg.data.split},
+        **data,  # data.mix: "datasets", each with its weight and the tokens drawn from it
         "objective": objective_name(cfg.distill if teacher else None),
         "from_scratch": student.from_scratch,
         "lora": lora_summary(t.lora),

@@ -18,6 +18,7 @@ from uptrain.train.checkpoints import TrainerState, latest_checkpoint, save_chec
 from uptrain.train.heldout import HeldOutEvaluator
 from uptrain.train.interrupt import StopRequest
 from uptrain.train.metrics import MetricsLog, PhaseTimer, Throughput, TrainingDisplay, peak_memory
+from uptrain.train.mixture import DrawnBlocks
 from uptrain.train.objective import uptraining_loss
 from uptrain.train.run_dir import RunDir
 
@@ -51,9 +52,9 @@ def run_steps(s: Session, state: TrainerState) -> None:
     window: list[torch.Tensor] = []
     extra: dict[str, list[torch.Tensor]] = {"ce": [], "kl": []}
     grad_norm = None
-    timer, logged_at = PhaseTimer(), state.step
+    timer, logged_at, drawn = PhaseTimer(), state.step, DrawnBlocks(accelerator, state, len(cfg.data.mix))
     with StopRequest() as stop, TrainingDisplay(s.console, budget.steps, state.step, main) as display:
-        for batch in s.loader:
+        for batch in drawn.counted(s.loader):
             timer.lap("data")
             with accelerator.accumulate(model):
                 parts = uptraining_loss(
@@ -80,15 +81,14 @@ def run_steps(s: Session, state: TrainerState) -> None:
             # one optimizer step done
             state.step += 1
             state.tokens += budget.tokens_per_step
+            drawn.step()
             speed.add(budget.tokens_per_step)
             loss = accelerator.reduce(torch.stack(window).mean(), reduction="mean").item()
             window.clear()
             if not math.isfinite(loss):
                 last = latest_checkpoint(run.checkpoints)
                 where = (
-                    f"the last good checkpoint is {last}; rerun with --resume"
-                    if last
-                    else "no checkpoint yet"
+                    f"the last good checkpoint is {last}; rerun with --resume" if last else "no checkpoint"
                 )
                 raise UptrainError(
                     f"the loss became {loss} at step {state.step}; stopped "
