@@ -89,7 +89,8 @@ def fit_layer(
     kv, hd = attn.kv_heads, attn.k.shape[1]
     kb, vb, qb = layer.has_bias
     keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
-    lk, lv = metric.factor(kb), value_metric.factor(vb)
+    keys_l = keys @ metric.factor(kb)  # rows in L-space, once for all groups (L is real, so this
+    values_l = values @ value_metric.factor(vb)  # is also each RoPE pair's complex row times L)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
     q_moments = _query_second_moments(queries, qb, metric, attn.kv_heads) if query_aware else eye
     o_grams = _output_grams(attn, per_kv) if output_aware else eye
@@ -101,17 +102,17 @@ def fit_layer(
     for group in layer:
         g, hs, qs = group.index, group.heads, group.queries
         if pairs.count:
-            z = complex_rows(keys[hs], pairs) @ lk.to(torch.complex128)
+            z = complex_rows(keys_l[hs], pairs)
             shared, scales = rank_one_pairs(z, pair_weights[hs])
             layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(shared, kb))
             queries[qs] = scale_pairs(queries[qs], pairs, scales.conj().repeat_interleave(per_kv, 0))
         if plain.numel():
-            blocks = keys[hs][:, plain] @ lk
+            blocks = keys_l[hs][:, plain]
             weights = sqrtm_psd(q_moments[hs][:, plain[:, None], plain])
             shared, maps = subspace_fit(blocks, weights)
             layer.new_k[g, plain] = metric.to_rows(shared, kb)
             queries[qs, plain] = maps.mT.repeat_interleave(per_kv, 0) @ queries[qs, plain]
-        shared, maps = subspace_fit(values[hs] @ lv, sqrtm_psd(o_grams[hs]))
+        shared, maps = subspace_fit(values_l[hs], sqrtm_psd(o_grams[hs]))
         layer.new_v[g] = value_metric.to_rows(shared, vb)
         o[:, qs] = torch.einsum("oid,ide->oie", o[:, qs], maps.repeat_interleave(per_kv, 0))
     return layer.result()
