@@ -65,6 +65,16 @@ class ConvertSection:
         "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
         cli={"negatable": True},
     )
+    device: str = setting(
+        "auto",
+        "Where the calibration pass and refine run: auto (the first CUDA device when there is one, else "
+        "cpu), cpu, cuda or cuda:N, as uptrain eval --device. The solves stay on the CPU in float64.",
+    )
+    calibration_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        "Compute dtype of the calibration forward pass on that device: auto is bf16 on a GPU, fp32 on the "
+        "CPU. Statistics are accumulated in float64 either way.",
+    )
     refine_steps: int = setting(100, "Method refine: optimizer steps per layer (one replay batch each).")
     refine_lr: float = setting(3e-3, "Method refine: Adam learning rate (cosine decay).")
     refine_tokens: int = setting(4096, "Method refine: calibration tokens replayed per layer.")

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import device_name, resolve_compute_dtype, resolve_device
 from uptrain.config.conversion import ConvertSection
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
 from uptrain.convert.methods import ConversionMethod, MethodContext, MethodOptions
@@ -41,16 +42,18 @@ def method_options(settings: ConvertSection) -> MethodOptions:
         refine_lr=settings.refine_lr,
         refine_tokens=settings.refine_tokens,
         refine_batch_tokens=settings.refine_batch_tokens,
-        refine_precision=refine_precision(settings.refine_precision),
+        refine_precision=refine_precision(settings.refine_precision, resolve_device(settings.device)),
         refine_output=settings.refine_output,
     )
 
 
-def refine_precision(setting: str) -> str:
-    """`refine_precision` resolved: auto is bf16 where the CPU multiplies bf16 in hardware (AMX)
-    and torch may use it (cpu_uses_amx)."""
+def refine_precision(setting: str, device: torch.device | None = None) -> str:
+    """`refine_precision` resolved: auto is bf16 on a GPU, and on the CPU where it multiplies bf16 in
+    hardware (AMX) and torch may use it (cpu_uses_amx)."""
     if setting != "auto":
         return setting
+    if device is not None and device.type == "cuda":
+        return "bf16"
     return "bf16" if cpu_uses_amx() else "fp32"
 
 
@@ -68,7 +71,8 @@ def cpu_uses_amx() -> bool:
 
 
 def spec_of(settings: ConvertSection) -> CalibrationSpec:
-    """The calibration pass that `settings` asks for."""
+    """The calibration pass that `settings` asks for, on the device they name (checked)."""
+    device = resolve_device(settings.device)
     return calibration_spec(
         settings.calibration_data,
         settings.calibration_config,
@@ -78,6 +82,8 @@ def spec_of(settings: ConvertSection) -> CalibrationSpec:
         settings.calibration_seq_len,
         settings.sequential,
         settings.calibration_skip_tokens,
+        device_name(device),
+        resolve_compute_dtype(settings.calibration_dtype, device),
     )
 
 

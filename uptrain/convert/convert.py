@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from uptrain.checkpoint.atomic import atomic_directory, check_output_free
+from uptrain.checkpoint.devices import resolve_device
 from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES, dtype_name
 from uptrain.checkpoint.provenance import write_provenance
 from uptrain.checkpoint.shards import SourceCheckpoint
@@ -50,6 +51,7 @@ def check_settings(settings: ConvertSection) -> ConversionMethod:
         raise SettingError(f"<dtype> {settings.dtype!r} is not one of {', '.join(DTYPES)}")
     if not 0 <= settings.seed <= MAX_SEED:
         raise SettingError(f"<seed> {settings.seed} must be between 0 and {MAX_SEED}")
+    resolve_device(settings.device)  # a GPU this machine lacks is an error before anything is read
     method = get_method(settings.method, method_options(settings))
     if "refine" in method.name.split("+"):
         check_refine_settings(settings)

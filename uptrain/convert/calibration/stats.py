@@ -39,11 +39,12 @@ class LayerCalibration:
 
 
 class Moments:
-    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64."""
+    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64 on the device the forward pass
+    runs on (nothing crosses to the CPU per batch); `matrix` is on the CPU."""
 
-    def __init__(self, hidden: int) -> None:
-        self.xx = torch.zeros(hidden, hidden, dtype=torch.float64)
-        self.x = torch.zeros(hidden, dtype=torch.float64)
+    def __init__(self, hidden: int, device: torch.device | str = "cpu") -> None:
+        self.xx = torch.zeros(hidden, hidden, dtype=torch.float64, device=device)
+        self.x = torch.zeros(hidden, dtype=torch.float64, device=device)
         self.count = 0
 
     def add(self, xx: torch.Tensor, x: torch.Tensor, count: int) -> None:
@@ -56,7 +57,7 @@ class Moments:
             return None
         n = self.xx.shape[0]
         s = torch.empty(n + 1, n + 1, dtype=torch.float64)
-        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx, self.x, self.x, self.count
+        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx.cpu(), self.x.cpu(), self.x.cpu(), self.count
         return s / self.count
 
 
