@@ -7,9 +7,13 @@ import pytest
 import torch
 from cli_helpers import assert_one_line_error, run_cli
 from method_helpers import save_char_tokenizer
+from safetensors.torch import load_file
 from tiny_models import build_tiny
 
+from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.calibrated import refine_precision
+from uptrain.convert.convert import convert_checkpoint
 
 TEXT = "Grouped-query attention shares keys and values between query heads.\n" * 30
 
@@ -55,3 +59,25 @@ def test_a_gpu_this_machine_lacks_is_refused_before_anything_is_written(
 def test_refine_runs_in_bf16_on_a_gpu_by_default():
     assert refine_precision("auto", torch.device("cuda", 0)) == "bf16"
     assert refine_precision("fp32", torch.device("cuda", 0)) == "fp32"
+
+
+@pytest.mark.parametrize("method, sequential", [("fit+refine", False), ("fit+refine", True)])
+def test_a_bf16_calibration_pass_runs_and_stays_near_fp32(tiny_with_text, tmp_path, method, sequential):
+    """What a GPU's default does (the source in bf16, its statistics and replayed inputs in float32 or
+    wider), run on the CPU: the converted keys stay within 5% of the fp32 pass's. bf16 rounds each
+    activation by up to 2^-9 (0.2%) relative, and a tiny random model's two layers compound that to
+    about 0.3-0.6% here; 5% is ten times that and still far below what a broken pass (a mismatched
+    mask, statistics of the wrong tensor) moves the keys by (order 1)."""
+    src, text = tiny_with_text
+    keys = {}
+    for dtype in ("fp32", "bf16"):
+        out = tmp_path / dtype
+        settings = ConvertSection(
+            groups=2, method=method, sequential=sequential, calibration_data=str(text),
+            calibration_tokens=300, calibration_seq_len=100, refine_steps=3, refine_tokens=200,
+            calibration_dtype=dtype, device="cpu",
+        )  # fmt: skip
+        convert_checkpoint(open_source(src), out, settings)
+        assert json.loads((out / "uptrain.json").read_text())["conversion"]["calibration"]["dtype"] == dtype
+        keys[dtype] = load_file(out / "model.safetensors")["model.layers.1.self_attn.k_proj.weight"].float()
+    assert float((keys["bf16"] - keys["fp32"]).norm() / keys["fp32"].norm()) < 0.05

@@ -18,12 +18,12 @@ import torch
 from uptrain.architectures import Architecture, AttentionDims
 from uptrain.convert.calibration.modules import AttentionModules
 from uptrain.convert.calibration.stats import (
-    NOT_REPLAYED,
     LayerCalibration,
     Moments,
     ReplayBatch,
     add_mixed,
     calibration_batches,
+    replay_kwargs,
 )
 
 
@@ -48,7 +48,7 @@ class _LayerAccumulator:
             cos = (kwargs.get("position_embeddings") or (None,))[0]
             self.rotary_dim = 0 if cos is None else int(cos.shape[-1])
         if self.keep:
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+            rest = replay_kwargs(kwargs)
             self.replay.append(ReplayBatch(hidden.clone(), rest))
 
     def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:

@@ -31,6 +31,7 @@ from uptrain.convert.calibration.stats import (
     ReplayBatch,
     add_mixed,
     calibration_batches,
+    replay_kwargs,
 )
 
 ConvertLayer = Callable[[int, AttentionWeights, LayerCalibration], AttentionWeights]
@@ -74,7 +75,7 @@ class _PairedAccumulator:
             cos = (kwargs.get("position_embeddings") or (None,))[0]
             self.rotary_dim = 0 if cos is None else int(cos.shape[-1])
         if self.keep:
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+            rest = replay_kwargs(kwargs)
             self.replay.append(ReplayBatch(self._x_conv.clone(), rest, teacher_hidden=hidden.clone()))
 
     def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:

@@ -38,6 +38,21 @@ class LayerCalibration:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
 
 
+def replay_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A module call's arguments as a replay keeps them: without the hidden states and the cache, and
+    floating-point tensors (RoPE cos/sin, an additive mask) in float32, as the replayed modules are
+    (the source may run in bf16 on a GPU)."""
+
+    def as_float32(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.to(torch.float32)
+        if isinstance(value, tuple):
+            return tuple(as_float32(v) for v in value)
+        return value
+
+    return {k: as_float32(v) for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+
+
 class Moments:
     """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64 on the device the forward pass
     runs on (nothing crosses to the CPU per batch); `matrix` is on the CPU."""
