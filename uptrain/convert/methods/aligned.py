@@ -18,6 +18,7 @@ import torch
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.grouped import grouped_layer
+from uptrain.convert.methods.metric import small_svd
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 ITERATIONS = 4
@@ -38,7 +39,7 @@ def align_rotations(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthogonal R (r, m, m) with R_h blocks_h ~ mean: blocks (r, m, n). Returns (mean, R)."""
     reference = blocks[0]
     for _ in range(ITERATIONS):
-        u, _, vh = torch.linalg.svd(reference @ blocks.mT)
+        u, _, vh = small_svd(reference @ blocks.mT)
         rotations = u @ vh
         reference = (rotations @ blocks).mean(0)
     return reference, rotations

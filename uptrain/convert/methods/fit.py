@@ -25,7 +25,7 @@ import torch
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.grouped import grouped_layer
-from uptrain.convert.methods.metric import CalibratedMetric, shared_basis, sqrtm_psd
+from uptrain.convert.methods.metric import CalibratedMetric, shared_basis, small_eigh, sqrtm_psd
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 TINY = 1e-30
@@ -37,7 +37,7 @@ def rank_one_pairs(z: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor
     The shared row has the heads' RMS norm and the largest head's scale is real and positive."""
     root = weights.sqrt()
     stack = (root.unsqueeze(-1) * z).transpose(0, 1)  # (P, r, n)
-    values, vectors = torch.linalg.eigh(stack @ stack.mH)  # (P, r, r): cheap, r is small
+    values, vectors = small_eigh(stack @ stack.mH)  # (P, r, r): cheap, r is small
     u, s = vectors[..., -1], values[..., -1].clamp_min(0).sqrt()  # the top singular triple
     vh = (u.conj().unsqueeze(1) @ stack).squeeze(1) / s.clamp_min(TINY).unsqueeze(1)
     ref = u.gather(1, u.abs().argmax(1, keepdim=True)).squeeze(1)
