@@ -1,6 +1,6 @@
-"""fit_layer and layer_error as they were before issue 24 made them faster (each row times S once,
-no repeated heads, real products instead of complex ones): kept verbatim as the reference the new
-code must reproduce.
+"""fit_layer, aligned_layer and layer_error as they were before issue 24 made them faster (each row
+times S once, no repeated heads, real products instead of complex ones, small eigensolvers on one
+thread): kept verbatim as the reference the new code must reproduce.
 Test-only; tests/convert/test_fit_math_speed.py compares the two on small random problems."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from uptrain.architectures import AttentionWeights
+from uptrain.convert.methods.aligned import align_phases, align_rotations
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.fit import (
     TINY,
@@ -112,4 +113,30 @@ def reference_fit_layer(
         shared, maps = subspace_fit(values[hs] @ lv, sqrtm_psd(o_grams[hs]))
         layer.new_v[g] = value_metric.to_rows(shared, vb)
         o[:, qs] = torch.einsum("oid,ide->oie", o[:, qs], maps.repeat_interleave(per_kv, 0))
+    return layer.result()
+
+
+def reference_aligned_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> AttentionWeights:
+    layer = grouped_layer(attn, groups, ctx, "aligned")
+    metric, pairs, per_kv = layer.setup.metric, layer.setup.pairs, layer.setup.heads_per_kv
+    kb, vb, _ = layer.has_bias
+    keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
+    lk, lv = metric.factor(kb), metric.factor(vb)
+    plain = pairs.plain
+
+    for group in layer:
+        g, hs, qs = group.index, group.heads, group.queries
+        if pairs.count:
+            merged, c = align_phases(complex_rows(keys[hs], pairs) @ lk.to(torch.complex128))
+            layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(merged, kb))
+            # head h's keys ~ conj(c_h) merged, so its queries take conj(conj(c_h)) = c_h
+            queries[qs] = scale_pairs(queries[qs], pairs, c.repeat_interleave(per_kv, 0))
+        if plain.numel():
+            merged, rotations = align_rotations(keys[hs][:, plain] @ lk)
+            layer.new_k[g, plain] = metric.to_rows(merged, kb)
+            # keys_h ~ R_h^T merged: queries q -> R_h q
+            queries[qs, plain] = rotations.repeat_interleave(per_kv, 0) @ queries[qs, plain]
+        merged, rotations = align_rotations(values[hs] @ lv)
+        layer.new_v[g] = metric.to_rows(merged, vb)
+        o[:, qs] = torch.einsum("oid,ied->oie", o[:, qs], rotations.repeat_interleave(per_kv, 0))
     return layer.result()
