@@ -17,6 +17,8 @@ layer (the first call of a LAPACK routine loads it). Medians over --repeats.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from bench_common import ROOT, Report, print_figures
 
 SHAPES = {2048: (16, 4), 4096: (32, 8), 8192: (64, 8)}  # hidden -> heads (of 128), target KV heads
 TARGET_4096_S = 60.0
+EMULATION = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
 
 def second_moment(hidden: int, seed: int, scale: float = 1.0):  # noqa: ANN201 - torch is imported late
@@ -110,7 +113,13 @@ def main() -> None:
     report = Report(
         "fit_math",
         "fit's math per layer (no forward pass): seconds at each hidden size",
-        {"hidden": args.hidden, "repeats": args.repeats, "threads": torch.get_num_threads()},
+        {
+            "hidden": args.hidden,
+            "repeats": args.repeats,
+            "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # avx2 under the AVX2 emulation
+            "emulation": {k: os.environ[k] for k in EMULATION if k in os.environ},
+        },
     )
     time_layer(256, 2, 1, 1)  # warm-up: the first call of each LAPACK routine loads it (about 1 s)
     per_size = {}
@@ -125,6 +134,7 @@ def main() -> None:
         report.add(f"fit math per layer, hidden {hidden}", median, "s", target, met, note)
         print(f"hidden {hidden}: {median:.2f} s per layer ({note})", flush=True)
     report.data["details"]["per_size"] = per_size
+    report.data["details"]["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print_figures(report.write(args.out))
 
 

@@ -18,7 +18,7 @@ import torch
 
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.metric import CalibratedMetric, with_bias
-from uptrain.convert.methods.rope import RotaryPairs, complex_rows
+from uptrain.convert.methods.rope import RotaryPairs
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,15 @@ def _rows(attn: AttentionWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 def _times(rows: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """rows S for a stack of rows (..., n): one matrix product (the only O(n^2) work per row)."""
+    """rows S for a stack of rows (..., n): one matrix product, the only n^2 work per row."""
     return (rows.reshape(-1, rows.shape[-1]) @ s).reshape(rows.shape)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-by-row a b^H for batched (complex) rows (..., n)."""
-    return (a * b.conj()).sum(-1)
+def _pair_products(m: torch.Tensor, pairs: RotaryPairs) -> torch.Tensor:
+    """z_a S z_b^H per RoPE pair (..., P), complex, from m = a S b^T (..., hd, hd) of real rows
+    whose pairs are z = rows[real] + i rows[imag] (rope.complex_rows)."""
+    r, i = pairs.real, pairs.imag
+    return torch.complex(m[..., r, r] + m[..., i, i], m[..., i, r] - m[..., r, i])
 
 
 def layer_error(
@@ -61,35 +63,39 @@ def layer_error(
     """Scores on inputs with second moment `metric`, values on `value_metric` (default: the same;
     the calibrated methods pass the moments of the inputs as attention mixes them).
 
-    Each distinct row is multiplied by S once (rows S, then inner products with other rows):
-    a S b^T = (a S) . b, and each KV head's rows are indexed per query head only afterwards."""
+    Everything is read off per-head Gram matrices a S b^T (hd x hd): each distinct row is multiplied
+    by S once, and each KV head's Gram matrices are indexed per query head only afterwards. Query
+    head i reads source KV head i // (H/KV) and new KV head i // (H/G), so all the query heads of
+    source KV head h read new KV head h // (KV/G)."""
     s = metric.gram(True)
     q, k, v, o = _rows(source)
     q2, k2, v2, o2 = _rows(new)
-    src = torch.arange(q.shape[0]) // (q.shape[0] // k.shape[0])  # each query head's KV head
-    dst = torch.arange(q2.shape[0]) // (q2.shape[0] // k2.shape[0])
+    kv_heads, groups = k.shape[0], k2.shape[0]
+    src = torch.arange(q.shape[0]) // (q.shape[0] // kv_heads)  # each query head's KV head
+    dst = torch.arange(q2.shape[0]) // (q2.shape[0] // groups)
+    to_new = torch.arange(kv_heads) // (kv_heads // groups)  # each source KV head's new KV head
     qs, q2s, ks, k2s = (_times(t, s) for t in (q, q2, k, k2))
+    qq, qq2, q2q2 = qs @ q.mT, qs @ q2.mT, q2s @ q2.mT  # a S b^T per query head (H, hd, hd)
+    kk, kk2, k2k2 = (ks @ k.mT)[src], (ks @ k2[to_new].mT)[src], (k2s @ k2.mT)[dst]
+    del qs, q2s, ks, k2s
     key = key_total = torch.zeros((), dtype=torch.float64)
     if pairs.count:
-        zq, zk, zq2, zk2 = (complex_rows(t, pairs) for t in (q, k, q2, k2))
-        zqs, zks, zq2s, zk2s = (complex_rows(t, pairs) for t in (qs, ks, q2s, k2s))
-        aq, bk = _dot(zqs, zq).real, _dot(zks, zk).real[src]
-        aq2, bk2 = _dot(zq2s, zq2).real, _dot(zk2s, zk2).real[dst]
-        cross = (_dot(zqs, zq2).conj() * _dot(zks[src], zk2[dst])).real
+        aq, bk = _pair_products(qq, pairs).real, _pair_products(kk, pairs).real
+        aq2, bk2 = _pair_products(q2q2, pairs).real, _pair_products(k2k2, pairs).real
+        cross = (_pair_products(qq2, pairs).conj() * _pair_products(kk2, pairs)).real
         key_total = key_total + (aq * bk).sum() / 2
         key = key + (aq * bk + aq2 * bk2 - 2 * cross).sum() / 2
     if pairs.plain.numel():
-        p = pairs.plain
-        qq, kk = qs[:, p] @ q[:, p].mT, (ks[:, p] @ k[:, p].mT)[src]
-        qq2, kk2 = q2s[:, p] @ q2[:, p].mT, (k2s[:, p] @ k2[:, p].mT)[dst]
-        qx, kx = q2s[:, p] @ q[:, p].mT, ks[src][:, p] @ k2[dst][:, p].mT
-        trace = lambda a, b: (a * b.mT).sum()  # noqa: E731 - tr(a b), batched and summed
+        p = pairs.plain[:, None], pairs.plain
+        block = lambda m: m[:, p[0], p[1]]  # noqa: E731 - the plain dims' block of each head's Gram
+        trace = lambda a, b: (block(a) * block(b).mT).sum()  # noqa: E731 - tr(a b), batched and summed
+        # q2 S q^T is qq2^T, k S k2^T is kk2
         key_total = key_total + trace(qq, kk)
-        key = key + trace(qq, kk) + trace(qq2, kk2) - 2 * trace(qx, kx)
+        key = key + trace(qq, kk) + trace(q2q2, k2k2) - 2 * trace(qq2.mT, kk2)
     oo, oo2, ox = (torch.einsum("ohd,ohe->hde", a, b) for a, b in ((o, o), (o2, o2), (o, o2)))
     s = (value_metric or metric).gram(True)
     vs, v2s = _times(v, s), _times(v2, s)
-    vv, vv2, vx = (vs @ v.mT)[src], (v2s @ v2.mT)[dst], v2s[dst] @ v[src].mT
+    vv, vv2, vx = (vs @ v.mT)[src], (v2s @ v2.mT)[dst], (v2s[to_new] @ v.mT)[src]
     value_total = (oo * vv.mT).sum()
     value = value_total + (oo2 * vv2.mT).sum() - 2 * (ox * vx.mT).sum()
     return LayerError(float(key), float(key_total), float(value), float(value_total))
