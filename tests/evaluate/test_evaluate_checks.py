@@ -36,7 +36,7 @@ def test_counts_must_be_at_least_one(seen_tasks, name):
     "changes, fragment",
     [
         ({"dtype": "int4"}, "'int4' is not one of"),
-        ({"device": "tpu"}, "--device 'tpu' is not a torch device"),
+        ({"device": "tpu"}, "'tpu' is not a torch device"),
         ({"detokenize": "moses"}, "moses"),
     ],
 )

@@ -98,3 +98,16 @@ def test_benchmarks_page_is_rendered_and_keeps_its_notes(tiny_run):
     again = (docs / "BENCHMARKS.md").read_text()
     assert again.endswith(marker + "\nour own note\n")
     assert "## decode: " in again
+
+
+def test_fit_math_benchmark_writes_seconds_per_layer(tmp_path):
+    """bench_fit_math.py --tiny times one small layer and writes one figure per hidden size."""
+    out = tmp_path / "fit_math.json"
+    cmd = [sys.executable, str(ROOT / "scripts" / "bench_fit_math.py"), "--tiny", "--out", str(out)]
+    done = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert all(field in data for field in FIELDS) and data["benchmark"] == "fit_math"
+    [fig] = data["figures"]
+    assert fig["name"] == "fit math per layer, hidden 256" and sane(fig["value"]) and fig["unit"] == "s"
+    assert data["details"]["per_size"]["256"]["heads"] == 2

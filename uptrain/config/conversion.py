@@ -66,6 +66,16 @@ class ConvertSection:
         "worse than independent layers on SmolLM2, see docs/RESULTS.md).",
         cli={"negatable": True},
     )
+    device: str = setting(
+        "auto",
+        "Where the calibration pass and refine run: auto (the first CUDA device when there is one, else "
+        "cpu), cpu, cuda or cuda:N, as uptrain eval --device. The solves stay on the CPU in float64.",
+    )
+    calibration_dtype: Literal["auto", "fp32", "bf16", "fp16"] = setting(
+        "auto",
+        "Compute dtype of the calibration forward pass on that device: auto is bf16 on a GPU, fp32 on the "
+        "CPU. Statistics are accumulated in float64 either way.",
+    )
     # refine's options: their defaults and documentation are the refine step's (config/methods.py)
     refine_steps: int = Refine.option("steps")
     refine_lr: float = Refine.option("lr")

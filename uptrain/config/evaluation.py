@@ -102,7 +102,9 @@ class EvalSettings(ScoringSection):
     # `uptrain eval` scores word/byte perplexity unless --no-harness; a run, only when report.harness
     # asks (it is a second pass over the text for each of its three models).
     harness: bool = override(ScoringSection, "harness", True, cli={"negatable": True})
-    device: str | None = setting(None, "cpu, cuda, cuda:1 ... (default: cuda when available).")
+    device: str | None = setting(
+        None, "auto, cpu, cuda or cuda:N (default auto: the first CUDA device when there is one, else cpu)."
+    )
     kv_batch: int = setting(1, "Batch for the KV-cache size and the decode benchmark.")
     decode_bench: bool = setting(False, "Measure decode tokens/s with the KV cache.")
     decode_tokens: int = setting(32, "Tokens generated per sequence by --decode-bench.")

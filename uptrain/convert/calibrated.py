@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import device_name, resolve_compute_dtype, resolve_device
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
@@ -21,11 +22,13 @@ from uptrain.errors import SettingError
 LayerReports = dict[int, dict[str, float]]  # per-layer figures the methods note (errors before/after)
 
 
-def refine_precision(setting: str) -> str:
-    """`refine_precision` resolved: auto is bf16 where the CPU multiplies bf16 in hardware (AMX)
-    and torch may use it (cpu_uses_amx)."""
+def refine_precision(setting: str, device: torch.device | None = None) -> str:
+    """`refine_precision` resolved: auto is bf16 on a GPU, and on the CPU where it multiplies bf16 in
+    hardware (AMX) and torch may use it (cpu_uses_amx)."""
     if setting != "auto":
         return setting
+    if device is not None and device.type == "cuda":
+        return "bf16"
     return "bf16" if cpu_uses_amx() else "fp32"
 
 
@@ -43,7 +46,8 @@ def cpu_uses_amx() -> bool:
 
 
 def spec_of(settings: ConvertSection) -> CalibrationSpec:
-    """The calibration pass that `settings` asks for."""
+    """The calibration pass that `settings` asks for, on the device they name (checked)."""
+    device = resolve_device(settings.device)
     return calibration_spec(
         settings.calibration_data,
         settings.calibration_config,
@@ -53,6 +57,8 @@ def spec_of(settings: ConvertSection) -> CalibrationSpec:
         settings.calibration_seq_len,
         settings.sequential,
         settings.calibration_skip_tokens,
+        device_name(device),
+        resolve_compute_dtype(settings.calibration_dtype, device),
     )
 
 

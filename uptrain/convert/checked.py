@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from uptrain.checkpoint.devices import resolve_device
 from uptrain.checkpoint.dtypes import DTYPES
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.load import MAX_SEED
@@ -43,10 +44,12 @@ def check_conversion(settings: ConvertSection | CheckedConversion) -> CheckedCon
         raise SettingError(f"<dtype> {settings.dtype!r} is not one of {', '.join(DTYPES)}")
     if not 0 <= settings.seed <= MAX_SEED:
         raise SettingError(f"<seed> {settings.seed} must be between 0 and {MAX_SEED}")
+    device = resolve_device(settings.device)  # a GPU this machine lacks is an error before anything is read
     steps = settings.composed_method()
     steps.check()
     refine: Refine | None = steps.find(Refine)
-    if refine is not None:  # auto: what this machine runs fastest, recorded as resolved
-        steps = steps.replace(dataclasses.replace(refine, precision=refine_precision(refine.precision)))
+    if refine is not None:  # auto: what this device runs fastest, recorded as resolved
+        precision = refine_precision(refine.precision, device)
+        steps = steps.replace(dataclasses.replace(refine, precision=precision))
     calibration = calibration_of(settings, steps)  # checks the calibration numbers
     return CheckedConversion(settings, steps, get_method(steps), calibration)

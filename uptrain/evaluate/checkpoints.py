@@ -30,7 +30,9 @@ class Checkpoint:
     def path(self) -> Path:
         return self.root / self.gguf_file if self.gguf_file else self.root
 
-    def load_model(self, dtype: str | torch.dtype | None = None, device: str | None = None) -> Any:
+    def load_model(
+        self, dtype: str | torch.dtype | None = None, device: str | torch.device | None = None
+    ) -> Any:
         return load_causal_lm(
             self.root,
             dtype=dtype,

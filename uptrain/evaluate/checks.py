@@ -12,32 +12,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import torch
-
+from uptrain.checkpoint.devices import resolve_device
 from uptrain.checkpoint.dtypes import resolve_dtype
 from uptrain.config.evaluation import EvalSettings
-from uptrain.errors import SettingError, UptrainError
+from uptrain.errors import SettingError
 from uptrain.evaluate.documents import check_treatment
 from uptrain.evaluate.tasks import check_tasks, parse_tasks, task_settings
 
 AT_LEAST_ONE = ("batch_size", "kv_batch", "kv_context", "decode_tokens")
-
-
-def check_device(device: str | None) -> None:
-    """A --device that torch knows and this machine has, checked before any model is loaded."""
-    if device is None:
-        return
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise UptrainError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UptrainError(f"--device {device}: this machine has no CUDA GPU; use --device cpu")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise UptrainError(
-                f"--device {device}: this machine has {torch.cuda.device_count()} GPUs; use cuda:0 ..."
-            )
 
 
 def check_settings(settings: EvalSettings) -> EvalSettings:
@@ -47,7 +29,7 @@ def check_settings(settings: EvalSettings) -> EvalSettings:
         if value < 1:
             raise SettingError(f"<{name}> {value} must be at least 1")
     resolve_dtype(settings.dtype)
-    check_device(settings.device)
+    resolve_device(settings.device)  # the device convert resolves the same way
     check_treatment(settings.detokenize)
     include = settings.tasks.include_path
     if include is not None and not Path(include).is_dir():

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import resolve_device
 from uptrain.config.evaluation import EvalSettings
 from uptrain.config.schema import to_plain
 from uptrain.data import DOCUMENT_SEPARATOR, join_documents
@@ -216,7 +217,7 @@ def score_checkpoints(
     settings = resolve_window(settings, [c.config() for c in checkpoints])
     tokenizer, ids, covered = shared_tokens(checkpoints, text, settings.max_tokens, tokenizer)
     documents = documents_within(documents, covered, DOCUMENT_SEPARATOR)
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(settings.device)
     results = []
     for checkpoint in checkpoints:
         model = checkpoint.load_model(settings.dtype, device)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import resolve_device
 from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
 from uptrain.config import DataSection, UptrainConfig
 from uptrain.config.evaluation import shared_fields
@@ -127,7 +128,7 @@ def evaluate_checkpoint(
     """One model's evaluation as report.json holds it: EvalReport.to_dict() with the model's role,
     and the greedy continuation of each of `prompts`."""
     settings = tokens.settings
-    device = settings.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(settings.device)
     model = load_causal_lm(path, dtype=settings.dtype, device=device, trust_remote_code=trust_remote_code)
     try:
         settings = resolve_window(settings, [model.config])

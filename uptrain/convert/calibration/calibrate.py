@@ -37,7 +37,7 @@ def collect_calibration(
         raise UptrainError(f"{spec.data.describe()} has too little text to calibrate on; pass more text")
     sequences = ids[: len(ids) // seq_len * seq_len].reshape(-1, seq_len)
     keep = min(len(sequences), math.ceil(spec.keep_tokens / seq_len)) if spec.keep_tokens else 0
-    model = load_source_model(source)
+    model = load_source_model(source, spec.device, spec.dtype)
     if spec.sequential and convert_layer is not None:
         return collect_sequential(
             model, arch, dims, source.config, sequences, keep, convert_layer, progress, spec.keep_batch_tokens

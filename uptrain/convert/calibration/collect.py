@@ -18,12 +18,12 @@ import torch
 from uptrain.architectures import Architecture, AttentionDims
 from uptrain.convert.calibration.modules import AttentionModules
 from uptrain.convert.calibration.stats import (
-    NOT_REPLAYED,
     LayerCalibration,
     Moments,
     ReplayBatch,
     add_mixed,
     calibration_batches,
+    replay_kwargs,
 )
 
 
@@ -31,9 +31,9 @@ class _LayerAccumulator:
     """Hooks on one attention module: its inputs' moments, the moments of the inputs as each query
     mixes them (where the module returns its attention probabilities), replayable batches."""
 
-    def __init__(self, hidden: int) -> None:
-        self.inputs = Moments(hidden)
-        self.mixed = Moments(hidden)
+    def __init__(self, hidden: int, device: torch.device) -> None:
+        self.inputs = Moments(hidden, device)
+        self.mixed = Moments(hidden, device)
         self.rotary_dim: int | None = None
         self.replay: list[ReplayBatch] = []
         self.keep = False
@@ -48,7 +48,7 @@ class _LayerAccumulator:
             cos = (kwargs.get("position_embeddings") or (None,))[0]
             self.rotary_dim = 0 if cos is None else int(cos.shape[-1])
         if self.keep:
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+            rest = replay_kwargs(kwargs)
             self.replay.append(ReplayBatch(hidden.clone(), rest))
 
     def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -72,10 +72,13 @@ def collect_statistics(
     """Run `model` on `sequences` (N, T) and return each layer's calibration. The first
     `keep_sequences` sequences' attention inputs are kept for replay, in batches of about
     `keep_batch_tokens`. The model runs with eager
-    attention (which returns the probabilities the hooks read); replays use its own."""
+    attention (which returns the probabilities the hooks read); replays use its own. The model runs
+    where it is, in its dtype; the hooks take its attention inputs in float32 and keep the replayed
+    batches on that device (refine runs there)."""
     implementation = model.config._attn_implementation
     model.set_attn_implementation("eager")
-    accumulators = [_LayerAccumulator(dims.hidden) for _ in range(dims.layers)]
+    device = next(model.parameters()).device
+    accumulators = [_LayerAccumulator(dims.hidden, device) for _ in range(dims.layers)]
     handles = []
     for i, acc in enumerate(accumulators):
         module = model.get_submodule(arch.prefix(i))
@@ -86,7 +89,7 @@ def collect_statistics(
         for done, (batch, keep) in enumerate(batches):
             for acc in accumulators:
                 acc.keep = keep
-            model(input_ids=batch, use_cache=False, logits_to_keep=1)
+            model(input_ids=batch.to(device), use_cache=False, logits_to_keep=1)
             if progress:
                 progress(done + 1, len(batches))
     finally:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import COMPUTE_DTYPES
 from uptrain.checkpoint.loading import load_causal_lm
 from uptrain.checkpoint.shards import MemoryShard, PickleShard, SourceCheckpoint
 from uptrain.config import BUILTIN_PREFIX
@@ -25,6 +26,8 @@ class CalibrationSpec:
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
     keep_batch_tokens: int = 512  # kept inputs come in batches of about this many tokens (a refine step)
     sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
+    device: str = "cpu"  # where the source runs (checked: uptrain.checkpoint.devices)
+    dtype: str = "fp32"  # its compute dtype: fp32, bf16 or fp16
 
     def record(self) -> dict[str, Any]:
         return {
@@ -32,6 +35,8 @@ class CalibrationSpec:
             "tokens": self.tokens,
             "seq_len": self.seq_len,
             "sequential": self.sequential,
+            "device": self.device,
+            "dtype": self.dtype,
             **({"skip_tokens": self.skip_tokens} if self.skip_tokens else {}),
         }
 
@@ -45,6 +50,8 @@ def calibration_spec(
     seq_len: int = 512,
     sequential: bool = False,
     skip_tokens: int = 0,
+    device: str = "cpu",
+    dtype: str = "fp32",
 ) -> CalibrationSpec:
     """A CalibrationSpec from the calibration_* settings (data None: the default)."""
     if tokens < 1 or seq_len < 2:
@@ -57,7 +64,9 @@ def calibration_spec(
         )
     else:
         source = TextSource(data, config, split, text_column)
-    return CalibrationSpec(source, tokens, seq_len, sequential=sequential, skip_tokens=skip_tokens)
+    return CalibrationSpec(
+        source, tokens, seq_len, sequential=sequential, skip_tokens=skip_tokens, device=device, dtype=dtype
+    )
 
 
 # data.py names a text's settings as eval does; calibration calls them calibration_*
@@ -95,18 +104,21 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int, skip: i
     return torch.tensor(ids[skip : skip + tokens], dtype=torch.long)
 
 
-def load_source_model(source: SourceCheckpoint) -> Any:
-    """The source as a float32 transformers model. Weights already in memory (GGUF) or read by
-    uptrain's own loader (pickled .bin, which the user allowed; read with weights_only) are passed
-    in as a state dict, so transformers never unpickles anything itself."""
+def load_source_model(source: SourceCheckpoint, device: str = "cpu", dtype: str = "fp32") -> Any:
+    """The source as a transformers model on `device` in `dtype` (fp32, bf16 or fp16). Weights
+    already in memory (GGUF) or read by uptrain's own loader (pickled .bin, which the user allowed;
+    read with weights_only) are passed in as a state dict, so transformers never unpickles anything
+    itself."""
+    torch_dtype = COMPUTE_DTYPES[dtype]
     if any(isinstance(s, (MemoryShard, PickleShard)) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
         config = AutoConfig.from_pretrained(str(source.root))
-        state = {name: source.load(name).to(torch.float32) for name in source.names()}
+        state = {name: source.load(name).to(torch_dtype) for name in source.names()}
         model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32)
+        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype)
+        model.to(device)
     else:
-        model = load_causal_lm(source.model_path, dtype=torch.float32)
+        model = load_causal_lm(source.model_path, dtype=torch_dtype, device=device)
     return model.eval()

@@ -28,6 +28,7 @@ class AttentionModules:
     layer: int
     fixed: dict[str, torch.Tensor]  # the module's tensors conversion leaves alone (shared q/k norms)
     implementation: str | None = None  # attention implementation to build with (None: the config's)
+    device: torch.device = torch.device("cpu")  # where the modules are built (the source model's device)
 
     @classmethod
     def of(
@@ -45,7 +46,8 @@ class AttentionModules:
         layout = get_layout(source_variant(arch, config.to_dict()).layout)
         converted = set(layout.layer_tensors(arch, dims, layer, {prefix + n for n in state}))
         fixed = {n: t.detach().clone() for n, t in state.items() if prefix + n not in converted}
-        return cls(type(module), config, arch, dims, layer, fixed, implementation)
+        device = next(module.parameters()).device
+        return cls(type(module), config, arch, dims, layer, fixed, implementation, device)
 
     def _dims(self, kv_heads: int) -> AttentionDims:
         return dataclasses.replace(self.dims, kv_heads=kv_heads)
@@ -65,8 +67,9 @@ class AttentionModules:
         """The parameters that conversion writes (the rest, `fixed`, stay as the source has them)."""
         return [p for name, p in module.named_parameters() if name not in self.fixed]
 
-    def build(self, attn: AttentionWeights) -> torch.nn.Module:
-        """The attention module holding `attn` (float32, eval mode: no dropout)."""
+    def build(self, attn: AttentionWeights, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+        """The attention module holding `attn` on `device` (float32 unless `dtype`, eval mode: no
+        dropout)."""
         config = copy.deepcopy(self.config)
         _, layout, flags = self._variant(attn.kv_heads)
         for key, value in flags.items():
@@ -77,21 +80,27 @@ class AttentionModules:
             config._attn_implementation = self.implementation
         prefix = self.arch.prefix(self.layer) + "."
         tensors = layout.from_heads(self.arch, self._dims(attn.kv_heads), self.layer, attn)
-        state = {n.removeprefix(prefix): t.detach().to(torch.float32).clone() for n, t in tensors.items()}
-        state.update({n: t.to(torch.float32).clone() for n, t in self.fixed.items()})
+        state = {
+            n.removeprefix(prefix): t.detach().to(self.device, torch.float32).clone()
+            for n, t in tensors.items()
+        }
+        state.update({n: t.to(self.device, torch.float32).clone() for n, t in self.fixed.items()})
         with torch.device("meta"):
             module = self.cls(config, layer_idx=self.layer)
         module.load_state_dict(state, strict=True, assign=True)
         if any(t.is_meta for t in (*module.parameters(), *module.buffers())):  # buffers made in __init__
             module = self.cls(config, layer_idx=self.layer)
             module.load_state_dict(state, strict=True)
-        return module.to(torch.float32).eval()
+        return module.to(self.device, dtype).eval()
 
     def weights(self, module: torch.nn.Module, kv_heads: int) -> AttentionWeights:
-        """The weights of a module built with `kv_heads` KV heads, back in canonical head form."""
+        """The weights of a module built with `kv_heads` KV heads, back in canonical head form, on the
+        CPU (where the methods' solves run) in float32 or wider."""
         prefix = self.arch.prefix(self.layer) + "."
         state = {
-            prefix + n: t.detach().clone() for n, t in module.state_dict().items() if n not in self.fixed
+            prefix + n: t.detach().to("cpu", torch.promote_types(t.dtype, torch.float32)).clone()
+            for n, t in module.state_dict().items()
+            if n not in self.fixed
         }
         layout = self._variant(kv_heads)[1]
         return layout.to_heads(self.arch, self._dims(kv_heads), self.layer, state)

@@ -31,6 +31,7 @@ from uptrain.convert.calibration.stats import (
     ReplayBatch,
     add_mixed,
     calibration_batches,
+    replay_kwargs,
 )
 
 ConvertLayer = Callable[[int, AttentionWeights, LayerCalibration], AttentionWeights]
@@ -49,10 +50,12 @@ class _PairedAccumulator:
     then run the source stream, accumulating E[x~ x~^T], E[x x~^T] and x~ as the source's
     attention mixes it."""
 
-    def __init__(self, hidden: int) -> None:
-        self.converted = Moments(hidden)
-        self.mixed = Moments(hidden)
-        self.cross = torch.zeros(hidden + 1, hidden + 1, dtype=torch.float64)  # sum [x;1][x~;1]^T
+    def __init__(self, hidden: int, device: torch.device) -> None:
+        self.converted = Moments(hidden, device)
+        self.mixed = Moments(hidden, device)
+        self.cross = torch.zeros(
+            hidden + 1, hidden + 1, dtype=torch.float64, device=device
+        )  # sum [x;1][x~;1]^T
         self.rotary_dim: int | None = None
         self.replay: list[ReplayBatch] = []
         self.capture = True
@@ -65,14 +68,14 @@ class _PairedAccumulator:
             self._x_conv = hidden
             raise _Stop
         xs, xc = hidden.reshape(-1, hidden.shape[-1]), self._x_conv.reshape(-1, hidden.shape[-1])
-        ones = torch.ones(xs.shape[0], 1)
+        ones = torch.ones(xs.shape[0], 1, device=xs.device)
         self.converted.add(xc.T @ xc, xc.sum(0), xc.shape[0])
         self.cross += (torch.cat([xs, ones], 1).T @ torch.cat([xc, ones], 1)).double()
         if self.rotary_dim is None:
             cos = (kwargs.get("position_embeddings") or (None,))[0]
             self.rotary_dim = 0 if cos is None else int(cos.shape[-1])
         if self.keep:
-            rest = {k: v for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+            rest = replay_kwargs(kwargs)
             self.replay.append(ReplayBatch(self._x_conv.clone(), rest, teacher_hidden=hidden.clone()))
 
     def after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
@@ -93,7 +96,7 @@ def _layer_arguments(model: Any, decoders: list, batches: list) -> tuple[list, l
                 k: v for k, v in kwargs.items() if k not in ("hidden_states", *NOT_REPLAYED)
             }
             if i == 0:
-                first.append((args[0] if args else kwargs["hidden_states"]).detach().to(torch.float32))
+                first.append((args[0] if args else kwargs["hidden_states"]).detach())  # the model's dtype
             if i == len(decoders) - 1:
                 raise _Stop
 
@@ -103,7 +106,7 @@ def _layer_arguments(model: Any, decoders: list, batches: list) -> tuple[list, l
     try:
         for current, (batch, _) in enumerate(batches):  # noqa: B007 - read by the hooks
             with contextlib.suppress(_Stop):
-                model(input_ids=batch, use_cache=False, logits_to_keep=1)
+                model(input_ids=batch.to(model.device), use_cache=False, logits_to_keep=1)
     finally:
         for handle in handles:
             handle.remove()
@@ -135,7 +138,7 @@ def collect_sequential(
         converted = [h.clone() for h in source]
         for i, decoder in enumerate(decoders):
             attention = getattr(decoder, attention_name)
-            acc = _PairedAccumulator(dims.hidden)
+            acc = _PairedAccumulator(dims.hidden, model.device)
             handles = [
                 attention.register_forward_pre_hook(acc.before, with_kwargs=True),
                 attention.register_forward_hook(acc.after, with_kwargs=True),
@@ -154,7 +157,7 @@ def collect_sequential(
             cal = LayerCalibration(
                 second_moment=acc.converted.matrix(),
                 mixed_moment=acc.mixed.matrix(),
-                cross_moment=acc.cross / acc.converted.count,
+                cross_moment=acc.cross.cpu() / acc.converted.count,
                 tokens=acc.converted.count,
                 rope=arch.rope,
                 rotary_dim=0 if arch.rope == "none" else (acc.rotary_dim or 0),
@@ -165,7 +168,7 @@ def collect_sequential(
             with torch.enable_grad():  # refine trains
                 cal.converted = convert_layer(i, modules.weights(attention, dims.kv_heads), cal)
             cal.replay = []  # this layer is done: its replayed inputs are no longer needed
-            setattr(decoder, attention_name, modules.build(cal.converted))
+            setattr(decoder, attention_name, modules.build(cal.converted, dtype=model.dtype))
             try:
                 for b in range(len(batches)):
                     converted[b] = _hidden(decoder(converted[b], **arguments[i][b]))

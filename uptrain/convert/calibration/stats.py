@@ -38,12 +38,28 @@ class LayerCalibration:
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
 
 
-class Moments:
-    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64."""
+def replay_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A module call's arguments as a replay keeps them: without the hidden states and the cache, and
+    floating-point tensors (RoPE cos/sin, an additive mask) in float32, as the replayed modules are
+    (the source may run in bf16 on a GPU)."""
 
-    def __init__(self, hidden: int) -> None:
-        self.xx = torch.zeros(hidden, hidden, dtype=torch.float64)
-        self.x = torch.zeros(hidden, dtype=torch.float64)
+    def as_float32(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return value.to(torch.float32)
+        if isinstance(value, tuple):
+            return tuple(as_float32(v) for v in value)
+        return value
+
+    return {k: as_float32(v) for k, v in kwargs.items() if k != "hidden_states" and k not in NOT_REPLAYED}
+
+
+class Moments:
+    """Running E[x~ x~^T] with x~ = [x; 1], accumulated in float64 on the device the forward pass
+    runs on (nothing crosses to the CPU per batch); `matrix` is on the CPU."""
+
+    def __init__(self, hidden: int, device: torch.device | str = "cpu") -> None:
+        self.xx = torch.zeros(hidden, hidden, dtype=torch.float64, device=device)
+        self.x = torch.zeros(hidden, dtype=torch.float64, device=device)
         self.count = 0
 
     def add(self, xx: torch.Tensor, x: torch.Tensor, count: int) -> None:
@@ -56,7 +72,7 @@ class Moments:
             return None
         n = self.xx.shape[0]
         s = torch.empty(n + 1, n + 1, dtype=torch.float64)
-        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx, self.x, self.x, self.count
+        s[:n, :n], s[:n, n], s[n, :n], s[n, n] = self.xx.cpu(), self.x.cpu(), self.x.cpu(), self.count
         return s / self.count
 
 

@@ -18,6 +18,7 @@ import torch
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.grouped import grouped_layer
+from uptrain.convert.methods.metric import small_svd
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 ITERATIONS = 4
@@ -38,7 +39,7 @@ def align_rotations(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthogonal R (r, m, m) with R_h blocks_h ~ mean: blocks (r, m, n). Returns (mean, R)."""
     reference = blocks[0]
     for _ in range(ITERATIONS):
-        u, _, vh = torch.linalg.svd(reference @ blocks.mT)
+        u, _, vh = small_svd(reference @ blocks.mT)
         rotations = u @ vh
         reference = (rotations @ blocks).mean(0)
     return reference, rotations
@@ -49,22 +50,22 @@ def aligned_layer(attn: AttentionWeights, groups: int, ctx: MethodContext) -> At
     metric, pairs, per_kv = layer.setup.metric, layer.setup.pairs, layer.setup.heads_per_kv
     kb, vb, _ = layer.has_bias
     keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
-    lk, lv = metric.factor(kb), metric.factor(vb)
+    keys_l, values_l = keys @ metric.factor(kb), values @ metric.factor(vb)  # L-space, once per layer
     plain = pairs.plain
 
     for group in layer:
         g, hs, qs = group.index, group.heads, group.queries
         if pairs.count:
-            merged, c = align_phases(complex_rows(keys[hs], pairs) @ lk.to(torch.complex128))
+            merged, c = align_phases(complex_rows(keys_l[hs], pairs))
             layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(merged, kb))
             # head h's keys ~ conj(c_h) merged, so its queries take conj(conj(c_h)) = c_h
             queries[qs] = scale_pairs(queries[qs], pairs, c.repeat_interleave(per_kv, 0))
         if plain.numel():
-            merged, rotations = align_rotations(keys[hs][:, plain] @ lk)
+            merged, rotations = align_rotations(keys_l[hs][:, plain])
             layer.new_k[g, plain] = metric.to_rows(merged, kb)
             # keys_h ~ R_h^T merged: queries q -> R_h q
             queries[qs, plain] = rotations.repeat_interleave(per_kv, 0) @ queries[qs, plain]
-        merged, rotations = align_rotations(values[hs] @ lv)
+        merged, rotations = align_rotations(values_l[hs])
         layer.new_v[g] = metric.to_rows(merged, vb)
         o[:, qs] = torch.einsum("oid,ied->oie", o[:, qs], rotations.repeat_interleave(per_kv, 0))
     return layer.result()

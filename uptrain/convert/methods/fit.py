@@ -25,7 +25,7 @@ import torch
 from uptrain.architectures import AttentionWeights
 from uptrain.convert.methods.base import MethodContext
 from uptrain.convert.methods.grouped import grouped_layer
-from uptrain.convert.methods.metric import CalibratedMetric, shared_basis, sqrtm_psd
+from uptrain.convert.methods.metric import CalibratedMetric, shared_basis, small_eigh, sqrtm_psd
 from uptrain.convert.methods.rope import complex_rows, scale_pairs, with_complex_rows
 
 TINY = 1e-30
@@ -37,7 +37,7 @@ def rank_one_pairs(z: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor
     The shared row has the heads' RMS norm and the largest head's scale is real and positive."""
     root = weights.sqrt()
     stack = (root.unsqueeze(-1) * z).transpose(0, 1)  # (P, r, n)
-    values, vectors = torch.linalg.eigh(stack @ stack.mH)  # (P, r, r): cheap, r is small
+    values, vectors = small_eigh(stack @ stack.mH)  # (P, r, r): cheap, r is small
     u, s = vectors[..., -1], values[..., -1].clamp_min(0).sqrt()  # the top singular triple
     vh = (u.conj().unsqueeze(1) @ stack).squeeze(1) / s.clamp_min(TINY).unsqueeze(1)
     ref = u.gather(1, u.abs().argmax(1, keepdim=True)).squeeze(1)
@@ -89,7 +89,8 @@ def fit_layer(
     kv, hd = attn.kv_heads, attn.k.shape[1]
     kb, vb, qb = layer.has_bias
     keys, values, queries, o = layer.keys, layer.values, layer.queries, layer.o
-    lk, lv = metric.factor(kb), value_metric.factor(vb)
+    keys_l = keys @ metric.factor(kb)  # rows in L-space, once for all groups (L is real, so this
+    values_l = values @ value_metric.factor(vb)  # is also each RoPE pair's complex row times L)
     eye = torch.eye(hd, dtype=torch.float64).expand(kv, hd, hd)
     q_moments = _query_second_moments(queries, qb, metric, attn.kv_heads) if query_aware else eye
     o_grams = _output_grams(attn, per_kv) if output_aware else eye
@@ -101,17 +102,17 @@ def fit_layer(
     for group in layer:
         g, hs, qs = group.index, group.heads, group.queries
         if pairs.count:
-            z = complex_rows(keys[hs], pairs) @ lk.to(torch.complex128)
+            z = complex_rows(keys_l[hs], pairs)
             shared, scales = rank_one_pairs(z, pair_weights[hs])
             layer.new_k[g] = with_complex_rows(layer.new_k[g], pairs, metric.to_rows(shared, kb))
             queries[qs] = scale_pairs(queries[qs], pairs, scales.conj().repeat_interleave(per_kv, 0))
         if plain.numel():
-            blocks = keys[hs][:, plain] @ lk
+            blocks = keys_l[hs][:, plain]
             weights = sqrtm_psd(q_moments[hs][:, plain[:, None], plain])
             shared, maps = subspace_fit(blocks, weights)
             layer.new_k[g, plain] = metric.to_rows(shared, kb)
             queries[qs, plain] = maps.mT.repeat_interleave(per_kv, 0) @ queries[qs, plain]
-        shared, maps = subspace_fit(values[hs] @ lv, sqrtm_psd(o_grams[hs]))
+        shared, maps = subspace_fit(values_l[hs], sqrtm_psd(o_grams[hs]))
         layer.new_v[g] = value_metric.to_rows(shared, vb)
         o[:, qs] = torch.einsum("oid,ide->oie", o[:, qs], maps.repeat_interleave(per_kv, 0))
     return layer.result()

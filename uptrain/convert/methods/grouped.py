@@ -63,7 +63,7 @@ def grouped_layer(attn: AttentionWeights, groups: int, ctx: MethodContext, metho
     per_kv = setup.heads_per_kv
     keys = setup.rows(attn.k, attn.k_bias)
     values = setup.rows(attn.v, attn.v_bias)
-    queries = setup.rows(attn.q, attn.q_bias)
+    queries = setup.rows(attn.q, attn.q_bias).clone()  # merges rewrite these: never the caller's q
     hd = attn.k.shape[1]
     members = [
         Group(g, heads, slice(heads.start * per_kv, heads.stop * per_kv))

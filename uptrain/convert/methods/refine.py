@@ -14,7 +14,8 @@ weights, so more tokens in smaller steps generalize better than more steps on on
 full o_proj (hidden^2 weights) fits the replayed tokens rather than the layer (hence kept after
 fit, unless train_output). With precision "bf16" the steps run under bf16 autocast (weights, the
 optimizer and the errors stay fp32); the errors before and after, and the choice between them,
-are computed in fp32.
+are computed in fp32. Everything runs on the device the calibration pass ran the source on (where
+its replayed inputs are): a GPU with `--device`.
 
 Only one layer's modules and inputs are in play at a time. With sequential calibration
 (sequential.py) the student sees the partly converted model's inputs and the teacher the
@@ -102,8 +103,9 @@ def refine_attention(
         with torch.no_grad():
             best = float(_relative_error(student, replay, targets, energy))
     before = best
+    device_type = replay[0].hidden_states.device.type  # where calibration ran the source
     autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        torch.autocast(device_type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     )
     for step in range(steps):
         i = step % len(replay)
