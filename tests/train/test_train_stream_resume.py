@@ -17,6 +17,8 @@ from train_runs import (
     logged_step,
     losses,
     quiet_env,
+    reset_accelerate,
+    train_in_process,
     train_subprocess,
     wait_for,
 )
@@ -89,3 +91,20 @@ def test_two_processes_resume_a_killed_streamed_run(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     assert losses(out) == losses(reference)
+
+
+def test_a_checkpoint_without_the_stream_position_is_refused(tmp_path):
+    """A checkpoint from before the position was kept: a one-line error, not a traceback or a guess."""
+    one, _ = _sources(tmp_path)
+    run = ("budget.max_steps=2", "checkpoint.every_steps=1", "data.streaming=true", f"data.dataset={one}")
+    out = tmp_path / "run"
+    reset_accelerate()
+    assert train_in_process(out, *run).exit_code == 0
+    for position in (out / "checkpoints").glob("step-*/custom_checkpoint_0.pkl"):
+        position.unlink()
+    (out / "final" / "uptrain.json").unlink()
+    reset_accelerate()
+    result = train_in_process(out, *run, resume=True)
+    reset_accelerate()
+    assert result.exit_code != 0
+    assert "holds no position in the streamed data" in result.output, result.output

@@ -16,13 +16,18 @@ so the batches after a resume would differ.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from uptrain.errors import UptrainError
+
 Rows = dict[str, np.ndarray]  # column -> (n, ...) int64, one row per block
+# accelerate's file for the first object registered for checkpointing (the only one uptrain registers)
+POSITION_FILE = "custom_checkpoint_0.pkl"
 # Windows kept after a newer one is read, in blocks: what the loader may have read ahead of training.
 READ_AHEAD = 4096
 
@@ -103,3 +108,12 @@ def stream_position(accelerator: Any, dataset: Any, per_device_batch: int) -> St
     position = StreamPosition(dataset, per_device_batch * accelerator.num_processes)
     accelerator.register_for_checkpointing(position)
     return position
+
+
+def check_stream_checkpoint(checkpoint: Path | None, streaming: bool) -> None:
+    """A streamed run resumes only from a checkpoint that kept the stream's position."""
+    if checkpoint is not None and streaming and not (checkpoint / POSITION_FILE).is_file():
+        raise UptrainError(
+            f"checkpoint {checkpoint} holds no position in the streamed data (written by an older uptrain); "
+            "start afresh with another --output"
+        )
