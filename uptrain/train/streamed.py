@@ -25,7 +25,8 @@ from torch.utils.data import IterableDataset
 
 from uptrain.errors import UptrainError
 
-Rows = dict[str, np.ndarray]  # column -> (n, ...) int64, one row per block
+# column -> (n, ...) int32, one row per block (token ids fit: half the memory and checkpoint of int64)
+Rows = dict[str, np.ndarray]
 # accelerate's file for the first object registered for checkpointing (the only one uptrain registers)
 POSITION_FILE = "custom_checkpoint_0.pkl"
 # Windows kept after a newer one is read, in blocks: what the loader may have read ahead of training.
@@ -59,14 +60,14 @@ class StreamedBlocks(IterableDataset):
             if at == _length(pending):
                 pending, at = self._read_window(rows, window), 0
                 window += 1
-            yield {key: torch.as_tensor(column[at]) for key, column in pending.items()}
+            yield {key: torch.as_tensor(column[at]).long() for key, column in pending.items()}
             given, at = given + 1, at + 1
 
     def _read_window(self, rows: Iterator[dict], window: int) -> Rows:
         size = min(self.buffer, self.samples - window * self.buffer)
         read = [next(rows) for _ in range(size)]
         order = np.random.default_rng([self.seed, window]).permutation(size)
-        shuffled = {key: np.asarray([read[i][key] for i in order], dtype=np.int64) for key in read[0]}
+        shuffled = {key: np.asarray([read[i][key] for i in order], dtype=np.int32) for key in read[0]}
         start = window * self.buffer - max(self.buffer, READ_AHEAD)
         self.windows = {k: v for k, v in self.windows.items() if (k + 1) * self.buffer > start}
         self.windows[window] = (self.stream.state_dict(), shuffled)
