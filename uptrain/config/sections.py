@@ -98,7 +98,11 @@ class DataSection(TextSourceSection):
         True,
         "End each row's tokens with EOS (rows are documents); off for line-per-row text such as WikiText.",
     )
-    shuffle_buffer: int = setting(10_000, "Shuffle buffer of a streamed dataset, in blocks.")
+    shuffle_buffer: int = setting(
+        10_000,
+        "Shuffle window of a streamed dataset, in blocks: each window is read whole and permuted "
+        "(seeded); a checkpoint keeps the unread rest of the window, so --resume reads on from there.",
+    )
     num_proc: int | None = setting(None, "Processes for tokenization (datasets.map); streaming ignores it.")
 
 

@@ -3,8 +3,8 @@
 Held out: the first `eval.blocks` blocks of the packed training split, or of `eval.split` when
 given. Training order: for a dataset on disk, one seeded permutation of the blocks per epoch, laid
 out up front for the whole budget, so batch k is the same in every run and a resumed run skips the
-first k batches without reading them. A streamed dataset is shuffled in a seeded buffer and repeated;
-resuming it reads and discards the batches already trained on.
+first k batches without reading them. A streamed dataset is repeated and shuffled in seeded windows
+(streamed.py); a checkpoint keeps its position, so a resumed run reads on from there.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.config import BUILTIN_PREFIX, DataSection, EvalSection, TextSourceSection
@@ -24,6 +24,7 @@ from uptrain.errors import UptrainError
 from uptrain.train.heldout_set import HeldOut, heldout_of_blocks, heldout_of_text
 from uptrain.train.mixture import SOURCE_COLUMN, mix_blocks, mixture_sources
 from uptrain.train.packing import tokenize_and_pack
+from uptrain.train.streamed import StreamedBlocks
 
 # load_text_dataset names the flags of `uptrain eval`; a config names its keys.
 _FLAG_TO_KEY = (
@@ -191,21 +192,6 @@ class OrderedBlocks(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([index]).items()}
-
-
-class StreamedBlocks(IterableDataset):
-    """The first `samples` blocks of a shuffled, repeated stream."""
-
-    def __init__(self, blocks: Any, samples: int, seed: int, buffer: int) -> None:
-        self.stream = blocks.shuffle(seed=seed, buffer_size=buffer).repeat(None).take(samples)
-        self.samples = samples
-
-    def __len__(self) -> int:
-        return self.samples
-
-    def __iter__(self):
-        for row in self.stream:
-            yield {key: torch.tensor(value, dtype=torch.long) for key, value in row.items()}
 
 
 def collate_blocks(batch: Any) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -44,6 +45,7 @@ from uptrain.train.prepared import PreparedModel
 from uptrain.train.record import training_record
 from uptrain.train.run_dir import RunDir, write_config
 from uptrain.train.steps import Session, run_steps
+from uptrain.train.streamed import StreamPosition, stream_position
 
 
 @dataclass
@@ -53,6 +55,21 @@ class TrainingResult:
     tokens: int
     final_loss: float | None
     eval_loss: float | None
+
+
+def _resume(
+    accelerator: Any, checkpoint: Path | None, loader: Any, position: StreamPosition | None, say: Callable
+) -> tuple[TrainerState, Any]:
+    """The loop's state, and the loader from the data position: a checkpoint's, or the start."""
+    state = TrainerState()
+    if checkpoint is not None:
+        state = load_checkpoint(accelerator, checkpoint)  # a stream's position too (stream_position)
+        if position is None:  # blocks on disk: skip the order's first batches without reading them
+            loader = accelerator.skip_first_batches(loader, state.micro_batches)
+        say(f"resumed from {checkpoint} (step {state.step:,}, {state.tokens:,} tokens)")
+    if position is not None:
+        position.trainer_state = state
+    return state, loader
 
 
 def train(
@@ -115,6 +132,7 @@ def train(
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, budget.steps, accelerator.num_processes)
     loader = training_loader(corpus, samples, t.per_device_batch, t.seed, cfg.data.shuffle_buffer)
+    position = stream_position(accelerator, loader.dataset, t.per_device_batch)  # streamed: checkpointed
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if t.lora is not None:  # checkpoints hold only what trains
         register_trainable_checkpoints(accelerator)
@@ -122,11 +140,7 @@ def train(
     evaluator = HeldOutEvaluator(corpus, cfg.eval.batch_size or t.per_device_batch, accelerator)
 
     # 5. resume: weights, optimizer, schedule, RNG, and the data position
-    state = TrainerState()
-    if start.checkpoint is not None:
-        state = load_checkpoint(accelerator, start.checkpoint)
-        loader = accelerator.skip_first_batches(loader, state.micro_batches)
-        say(f"resumed from {start.checkpoint} (step {state.step:,}, {state.tokens:,} tokens)")
+    state, loader = _resume(accelerator, start.checkpoint, loader, position, say)
     metrics = MetricsLog(run.metrics, accelerator, resume_step=state.step if start.checkpoint else None)
     if cfg.logging.tensorboard:
         accelerator.init_trackers("tensorboard")

@@ -13,6 +13,7 @@ from uptrain.train.builders import check_choices, check_teacher
 from uptrain.train.corpus import check_data_source
 from uptrain.train.lora import check_lora
 from uptrain.train.run_dir import RunDir, check_run_dir
+from uptrain.train.streamed import check_stream_checkpoint
 
 
 @dataclass
@@ -29,6 +30,7 @@ def check_training(cfg: UptrainConfig, run: RunDir, resume: bool, processes: int
         return TrainingStart(config_yaml, None, finished=True)
     checkpoint = check_run_dir(run, config_yaml, resume)
     check_data_source(cfg.data, cfg.eval)
+    check_stream_checkpoint(checkpoint, cfg.data.streaming or any(s.streaming for s in cfg.data.mix))
     check_choices(cfg)
     check_lora(cfg)
     b, t = cfg.budget, cfg.train
