@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -41,13 +42,31 @@ def _fail(message: str, code: int) -> None:
 
 
 _signalled: list[int] = []  # the SIGINT/SIGTERM received during this command, if any
+_resent: list[threading.Timer] = []  # signals sent again after arriving inside a finalizer
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     # Recorded as well as raised: a KeyboardInterrupt raised while torch's C++ code is calling back
     # into Python can come out as another exception (e.g. a ValueError about a storage's shape).
     _signalled.append(signum)
+    if _inside_finalizer(frame):
+        # Python prints an exception raised in a __del__ ("Exception ignored in ...") and drops it, so
+        # the command would go on: the signal is sent again a moment later, outside the finalizer
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        _resent.append(timer)
+        timer.start()
+        return
     raise KeyboardInterrupt
+
+
+def _inside_finalizer(frame: Any) -> bool:
+    """Whether the signal arrived while a __del__ method was running (e.g. the regex objects that
+    importing transformers frees)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 class UptrainGroup(TyperGroup):
@@ -84,6 +103,9 @@ class UptrainGroup(TyperGroup):
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             _fail(f"{type(exc).__name__}: {first} (an internal error; rerun with --debug and report it)", 1)
         finally:
+            for timer in _resent:  # the command is over: a signal still to be sent again is moot
+                timer.cancel()
+            _resent.clear()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if code == EXIT_INTERRUPTED:
