@@ -65,7 +65,7 @@ def cached_kv_bytes_per_token(
     try:
         elements = cached_elements_per_token(config)
     except Exception:  # a class with data-dependent code: the formula is the best figure left
-        elements = 2 * layers * kv_heads * head_dim
+        return kv_cache_bytes_per_token(layers, kv_heads, head_dim, dtype)
     return elements * torch.empty((), dtype=dtype).element_size()
 
 

@@ -9,7 +9,7 @@ import torch
 
 from uptrain.checkpoint.devices import COMPUTE_DTYPES
 from uptrain.checkpoint.loading import load_causal_lm
-from uptrain.checkpoint.shards import MemoryShard, PickleShard, SourceCheckpoint
+from uptrain.checkpoint.shards import MemoryShard, SourceCheckpoint
 from uptrain.config import BUILTIN_PREFIX
 from uptrain.data import TextSource, builtin_text, join_documents, load_documents
 from uptrain.errors import SettingError
@@ -110,7 +110,7 @@ def load_source_model(source: SourceCheckpoint, device: str = "cpu", dtype: str 
     read with weights_only) are passed in as a state dict, so transformers never unpickles anything
     itself."""
     torch_dtype = COMPUTE_DTYPES[dtype]
-    if any(isinstance(s, (MemoryShard, PickleShard)) for s in source.shards):
+    if any(isinstance(s, MemoryShard) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
