@@ -1,5 +1,5 @@
-"""The calibration pass: its statistics against the test's own computation from transformers'
-hidden states and attention probabilities."""
+"""The calibration pass, layer by layer from the shards: its statistics against the test's own
+computation from transformers' hidden states and attention probabilities."""
 
 import pytest
 import torch
@@ -11,8 +11,23 @@ import uptrain.convert.calibration as calibration
 import uptrain.convert.calibration.stats as calibration_stats
 from uptrain.architectures import get_architecture, read_dims
 from uptrain.checkpoint.source import open_source
+from uptrain.convert.calibration.layerwise import walk_layers
+from uptrain.convert.calibration.skeleton import Skeleton
 from uptrain.data import TextSource
 from uptrain.errors import UptrainError
+
+
+class Collect:
+    """A sink that keeps every layer's calibration."""
+
+    def __init__(self):
+        self.layers = {}
+
+    def resume(self):
+        return None
+
+    def finish(self, layer, cal, carry):
+        self.layers[layer] = cal
 
 
 def augmented_moment(x: torch.Tensor) -> torch.Tensor:
@@ -31,7 +46,9 @@ def test_statistics_match_hidden_states(tmp_path, monkeypatch, model_type):
     dims = read_dims(arch, source.config)
     model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32, attn_implementation="eager").eval()
     ids = torch.randint(3, 96, (4, 16), generator=torch.Generator().manual_seed(0))
-    stats = calibration.collect_statistics(model, arch, dims, source.config, ids, keep_sequences=2)
+    sink = Collect()
+    walk_layers(Skeleton(source, arch, dims, "fp32"), ids, 2, sink, torch.device("cpu"))
+    stats = sink.layers
 
     with torch.no_grad():
         out = model(ids, output_hidden_states=True, output_attentions=True)
@@ -58,7 +75,9 @@ def test_calibration_text_is_cut_into_sequences(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij" * 30)
     spec = calibration.CalibrationSpec(TextSource(str(text)), tokens=100, seq_len=30, keep_tokens=40)
-    stats = calibration.collect_calibration(open_source(src), spec)
+    sink = Collect()
+    assert calibration.collect_calibration(open_source(src), spec, sink) == 90
+    stats = sink.layers
     assert stats[0].tokens == 90  # three whole sequences of 30
     assert sum(b.hidden_states.shape[0] for b in stats[0].replay) == 2  # 40 tokens: two sequences
     assert stats[1].modules is not None and stats[1].modules.fixed == {}

@@ -12,7 +12,7 @@ from tiny_models import build_tiny
 
 from uptrain.architectures import get_architecture, read_dims
 from uptrain.checkpoint.source import open_source
-from uptrain.convert.calibration import collect_statistics
+from calibration_reference import collect_statistics
 
 
 def rotate_half_pairs(

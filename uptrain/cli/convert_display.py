@@ -1,5 +1,6 @@
-"""What `uptrain convert` shows while it works: on a terminal, a progress bar (bytes and tensors
-written, throughput, time left); otherwise (a log file, CI), one line per finished output shard."""
+"""What `uptrain convert` shows while it works: on a terminal, a progress bar (layers calibrated,
+then bytes and tensors written, throughput, time left); otherwise (a log file, CI), one line per
+calibrated layer and one per finished output shard."""
 
 from __future__ import annotations
 
@@ -7,16 +8,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from uptrain.units import format_bytes
+from uptrain.units import format_bytes, format_duration
 
 if TYPE_CHECKING:
     from uptrain.convert.stream import StreamProgress
@@ -29,8 +23,6 @@ class ConversionDisplay:
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
             TextColumn("{task.fields[tensors]}"),
             TimeRemainingColumn(),
             console=self.err,
@@ -38,7 +30,8 @@ class ConversionDisplay:
             disable=not self.terminal,
         )
         self.task: Any = None
-        self.started = time.perf_counter()
+        self.writing: float | None = None  # when the first tensor was written
+        self.layer_clock: tuple[float, int] | None = None  # when the calibration pass began, at which layer
 
     def __enter__(self) -> ConversionDisplay:
         self.bar.__enter__()
@@ -49,17 +42,37 @@ class ConversionDisplay:
         self.bar.__exit__(*exc)
 
     def calibration(self, done: int, total: int) -> None:
-        self.bar.update(self.task, description="calibrating", completed=done, total=total, tensors="batches")
+        """Layer `done` of `total` is calibrated and converted (done 0, or the layer a resumed run
+        starts after: the pass begins)."""
+        now = time.perf_counter()
+        if self.layer_clock is None:  # the first call: the pass starts, fresh or resumed
+            self.layer_clock = (now, done)
+            if done:
+                self.err.print(f"resuming the calibrated conversion after layer {done} of {total}")
+            self.bar.update(
+                self.task, description="calibrating", completed=done, total=total, tensors="layers"
+            )
+            return
+        self.bar.update(
+            self.task, description="calibrating", completed=done, total=total, tensors=f"layer {done}/{total}"
+        )
+        if not self.terminal:
+            start, first = self.layer_clock
+            per_layer = (now - start) / max(1, done - first)
+            self.err.print(
+                f"calibrated layer {done}/{total} ({per_layer:.1f} s a layer, about "
+                f"{format_duration(per_layer * (total - done))} left)"
+            )
 
     def tensors(self, p: StreamProgress) -> None:
-        label = f"{p.tensors}/{p.tensors_total} tensors"
+        if self.writing is None:  # the first write: time and rate from here (calibration may precede it)
+            self.writing = time.perf_counter()
+            self.bar.reset(self.task, description="converting", total=p.bytes_total)
+        seconds = time.perf_counter() - self.writing
+        rate = format_bytes(p.bytes / seconds if seconds > 0 else 0.0)
+        done = f"{format_bytes(p.bytes)} of {format_bytes(p.bytes_total)} ({rate}/s)"
         self.bar.update(
-            self.task, description="converting", completed=p.bytes, total=p.bytes_total, tensors=label
+            self.task, completed=p.bytes, tensors=f"{done}, {p.tensors}/{p.tensors_total} tensors"
         )
         if p.shard_done and not self.terminal:
-            seconds = time.perf_counter() - self.started
-            rate = p.bytes / seconds if seconds > 0 else 0.0
-            self.err.print(
-                f"wrote {p.shard_done}: {p.tensors}/{p.tensors_total} tensors, "
-                f"{format_bytes(p.bytes)} of {format_bytes(p.bytes_total)} ({format_bytes(rate)}/s)"
-            )
+            self.err.print(f"wrote {p.shard_done}: {p.tensors}/{p.tensors_total} tensors, {done}")

@@ -15,8 +15,10 @@ from uptrain.checkpoint.devices import device_name, resolve_compute_dtype, resol
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
+from uptrain.convert.calibration.layerwise import Carry
 from uptrain.convert.methods import ConversionMethod, MethodContext
-from uptrain.convert.plan import ConversionPlan, run_method
+from uptrain.convert.partial import PartialConversion
+from uptrain.convert.plan import ConversionPlan, convert_heads, run_method
 from uptrain.errors import SettingError
 
 LayerReports = dict[int, dict[str, float]]  # per-layer figures the methods note (errors before/after)
@@ -74,28 +76,57 @@ def check_calibrated_layout(plan: ConversionPlan, method: ConversionMethod, spec
         )
 
 
+class _ConvertingSink:
+    """What the calibration pass hands each layer to: convert it (unless sequential calibration
+    already did) and keep the output tensors, with the method's figures, in the partial state."""
+
+    def __init__(
+        self,
+        plan: ConversionPlan,
+        method: ConversionMethod,
+        context: Callable[[int, Any], MethodContext],
+        state: PartialConversion,
+        device: torch.device,
+    ) -> None:
+        self.plan, self.method, self.context, self.state, self.device = plan, method, context, state, device
+        self.dtypes = {t.name: t.dtype for shard in plan.outputs for t in shard}
+
+    def resume(self) -> Carry | None:
+        return self.state.carry(self.device)
+
+    def finish(self, layer: int, calibration: Any, carry: Carry) -> None:
+        tensors = {n: self.plan.view.load(n) for n in self.plan.layer_tensors[layer]}
+        ctx = self.context(layer, calibration)
+        with torch.enable_grad():  # refine trains
+            outputs = convert_heads(tensors, self.plan, layer, self.method, ctx)
+        outputs = {n: t.to(self.dtypes[n]) for n, t in outputs.items()}
+        self.state.save_layer(layer, outputs, ctx.report or {})
+        self.state.save_carry(carry)
+
+
 def calibrate(
     plan: ConversionPlan,
     source: Any,
     method: ConversionMethod,
     spec: CalibrationSpec,
     context: Callable[[int, Any], MethodContext],
+    state: PartialConversion,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict[int, Any], dict[str, Any]]:
-    """Run the calibration pass `spec` describes (converting layers as it goes when sequential) and
-    return each layer's calibration and the record of the pass."""
+) -> dict[str, Any]:
+    """Run the calibration pass `spec` describes, converting each layer as it is calibrated into
+    `state` (resuming where a run with the same key stopped); return the record of the pass."""
     started = time.perf_counter()
 
     def convert_during_calibration(layer: int, attn: Any, cal: Any) -> Any:
         return run_method(method, attn, plan.groups, context(layer, cal))
 
-    calibration = collect_calibration(source, spec, progress, convert_during_calibration)
-    record = {
-        **spec.record(),
-        "tokens": next(iter(calibration.values())).tokens,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-    return dict(calibration), record
+    state.open()
+    sink = _ConvertingSink(plan, method, context, state, torch.device(spec.device))
+    tokens = collect_calibration(source, spec, sink, convert_during_calibration, progress)
+    record = {**spec.record(), "tokens": tokens, "seconds": round(time.perf_counter() - started, 2)}
+    if state.resumed_from:
+        record["resumed_after_layer"] = state.resumed_from
+    return record
 
 
 def calibration_of(settings: ConvertSection, method: ComposedMethod) -> CalibrationSpec | None:

@@ -26,11 +26,12 @@ from uptrain.config.conversion import ConvertSection
 from uptrain.convert.calibrated import LayerReports, calibrate, check_calibrated_layout, method_record
 from uptrain.convert.checked import CheckedConversion, check_conversion
 from uptrain.convert.methods import MethodContext
+from uptrain.convert.partial import PartialConversion, fingerprint
 from uptrain.convert.plan import ConversionPlan, converted_config, output_dtype, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
 from uptrain.convert.stream import Progress, write_converted
 from uptrain.convert.translated import calibrates_after_translation, convert_translated_first
-from uptrain.errors import UptrainError
+from uptrain.errors import SettingError, UptrainError
 from uptrain.threads import torch_threads
 
 
@@ -75,11 +76,18 @@ def convert_checkpoint(
         return MethodContext(plan.arch, plan.dims, layer, settings.seed, init_std, cal, report)
 
     calibration_record: dict[str, Any] = {}
+    state: PartialConversion | None = None
     if method.needs_calibration and calibration is None:
         assert checked.calibration is not None  # a calibrated method has its pass
-        calibration, calibration_record = calibrate(
-            plan, source, method, checked.calibration, context, calibration_progress
-        )
+        state = PartialConversion(out, _state_key(source, checked, plan))
+        try:
+            calibration_record = calibrate(
+                plan, source, method, checked.calibration, context, state, calibration_progress
+            )
+        except SettingError:  # the method cannot convert this model: nothing worth resuming
+            state.remove()
+            raise
+        reports.update({i: state.report(i) for i in range(plan.dims.layers)})  # resumed layers' too
     calibration = None if calibration is None else dict(calibration)  # entries are dropped as used
 
     # Pooling, first and random are a few passes over memory per tensor: one thread keeps up with the
@@ -87,7 +95,8 @@ def convert_checkpoint(
     # instead of 31 s for a 2.5 GB checkpoint). Calibrated methods keep torch's thread count.
     threads = None if method.needs_calibration else 1
     with atomic_directory(out, overwrite) as tmp, torch_threads(threads):
-        write_converted(plan, tmp, method, context, calibration, progress)
+        finished = state.load_layer if state else None  # layers the calibration pass converted
+        write_converted(plan, tmp, method, context, calibration, progress, finished)
         asked_dtype = settings.dtype and DTYPE_NAMES[target]
         weights = output_dtype(plan)
         config = converted_config(source.config, plan.route, weights and dtype_name(weights))
@@ -97,7 +106,23 @@ def convert_checkpoint(
         extra = {**method_record(checked.steps, calibration_record, reports), **(extra_record or {})}
         record = provenance_record(started, source, plan, method.name, settings.seed, asked_dtype, extra)
         write_provenance(tmp, record)
+    if state:
+        state.remove()
     return conversion_result(out, plan, method.name, target, started, record)
+
+
+def _state_key(source: SourceCheckpoint, checked: CheckedConversion, plan: ConversionPlan) -> str:
+    """What a resumed calibrated conversion must share with the one that stopped: the source (its
+    files as they are now), the settings, the calibration pass, the output's layout."""
+    files = []
+    for shard in source.shards:
+        path = getattr(shard, "path", None)
+        stat = path.stat() if path is not None else None
+        files.append((shard.label, stat and (stat.st_size, stat.st_mtime_ns)))
+    outputs = [(t.name, str(t.dtype), t.shape) for shard in plan.outputs for t in shard]
+    return fingerprint(
+        source.provenance, source.config, files, checked.settings, checked.calibration, outputs
+    )
 
 
 def _check_not_nested(source: SourceCheckpoint, out: Path) -> None:

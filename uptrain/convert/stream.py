@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from uptrain.checkpoint.writer import ShardWriter
 from uptrain.convert.methods import ConversionMethod, MethodContext
 from uptrain.convert.plan import ConversionPlan, convert_heads
@@ -35,9 +37,11 @@ def write_converted(
     context: Callable[[int], MethodContext],
     calibration: dict[int, Any] | None,
     progress: Progress | None = None,
+    converted_layer: Callable[[int], dict[str, torch.Tensor]] | None = None,
 ) -> None:
     """Write every output tensor of `plan` into `directory`. `context(layer)` is each layer's
-    MethodContext; a layer's calibration entry is dropped once it is converted."""
+    MethodContext; a layer's calibration entry is dropped once it is converted. With
+    `converted_layer`, each layer's output tensors are what it returns (converted during calibration)."""
     output_of = plan.output_of
     count, total = plan.tensor_count, plan.total_bytes
     writers: list[ShardWriter] = []
@@ -52,8 +56,11 @@ def write_converted(
                 if layer in done_layers:
                     continue
                 done_layers.add(layer)
-                tensors = {n: plan.view.load(n) for n in plan.layer_tensors[layer]}
-                results = convert_heads(tensors, plan, layer, method, context(layer))
+                if converted_layer is not None:
+                    results = converted_layer(layer)
+                else:
+                    tensors = {n: plan.view.load(n) for n in plan.layer_tensors[layer]}
+                    results = convert_heads(tensors, plan, layer, method, context(layer))
                 if calibration is not None:
                     calibration.pop(layer, None)  # its replayed inputs are no longer needed
             else:

@@ -7,9 +7,6 @@ from typing import Any
 
 import torch
 
-from uptrain.checkpoint.devices import COMPUTE_DTYPES
-from uptrain.checkpoint.loading import load_causal_lm
-from uptrain.checkpoint.shards import MemoryShard, SourceCheckpoint
 from uptrain.config import BUILTIN_PREFIX
 from uptrain.data import TextSource, builtin_text, join_documents, load_documents
 from uptrain.errors import SettingError
@@ -102,23 +99,3 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int, skip: i
         text = text[: 8 * (tokens + skip)]
     ids = tokenizer(text, add_special_tokens=False).input_ids
     return torch.tensor(ids[skip : skip + tokens], dtype=torch.long)
-
-
-def load_source_model(source: SourceCheckpoint, device: str = "cpu", dtype: str = "fp32") -> Any:
-    """The source as a transformers model on `device` in `dtype` (fp32, bf16 or fp16). Weights
-    already in memory (GGUF) or read by uptrain's own loader (pickled .bin, which the user allowed;
-    read with weights_only) are passed in as a state dict, so transformers never unpickles anything
-    itself."""
-    torch_dtype = COMPUTE_DTYPES[dtype]
-    if any(isinstance(s, MemoryShard) for s in source.shards):
-        from transformers import AutoConfig
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
-
-        config = AutoConfig.from_pretrained(str(source.root))
-        state = {name: source.load(name).to(torch_dtype) for name in source.names()}
-        model_class = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
-        model = model_class.from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype)
-        model.to(device)
-    else:
-        model = load_causal_lm(source.model_path, dtype=torch_dtype, device=device)
-    return model.eval()
