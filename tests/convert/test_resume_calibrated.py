@@ -1,6 +1,7 @@
 """A calibrated conversion SIGKILLed after some layers continues, when the same command runs again,
 after the last layer it finished, and writes what an uninterrupted run writes; one with other
-settings starts over. The state beside OUT is gone once a conversion finishes.
+settings starts over. The state beside OUT (and a translating family's translation) is gone once a
+conversion finishes.
 
 Outputs are compared bitwise: the carried hidden states are saved in the dtype they were computed
 in (float32), so the resumed layers run the same kernels on the same numbers as an uninterrupted
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from cli_helpers import run_cli, subprocess_env
 from method_helpers import save_char_tokenizer
@@ -23,11 +25,11 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from tiny_models import build_tiny
 
-LAYERS = 16
+LAYERS = 8
 TEXT = "The quick brown fox jumps over the lazy dog. Grouped-query attention shares keys and values.\n" * 20
 
 
-def arguments(text, steps: int = 60) -> list[str]:
+def arguments(text, steps: int = 20) -> list[str]:
     return [
         "-g", "2", "--method", "fit+refine", "--sequential", "--calibration-data", str(text),
         "--calibration-tokens", "400", "--calibration-seq-len", "40", "--refine-steps", str(steps),
@@ -68,8 +70,9 @@ def calibration_record(out) -> dict:
     return json.loads((out / "uptrain.json").read_text())["conversion"]["calibration"]
 
 
-def test_a_killed_calibrated_conversion_resumes_after_its_last_finished_layer(tmp_path):
-    src = build_tiny("llama", tmp_path / "src", kv_heads=8, num_hidden_layers=LAYERS)
+@pytest.mark.parametrize("model_type", ["llama", "gpt_neox"])  # gpt_neox: calibrated on its translation
+def test_a_killed_calibrated_conversion_resumes_after_its_last_finished_layer(tmp_path, model_type):
+    src = build_tiny(model_type, tmp_path / "src", kv_heads=8, num_hidden_layers=LAYERS)
     save_char_tokenizer(src)
     text = tmp_path / "calibration.txt"
     text.write_text(TEXT)
@@ -79,7 +82,7 @@ def test_a_killed_calibrated_conversion_resumes_after_its_last_finished_layer(tm
     assert "resumed_after_layer" not in calibration_record(reference)
 
     out = tmp_path / "out"
-    done = kill_after(src, out, args, 3)
+    done = kill_after(src, out, args, 2)
     r = run_cli("convert", src, out, *args)
     assert r.exit_code == 0, r.output
     assert f"resuming the calibrated conversion after layer {done} of {LAYERS}" in r.output
@@ -96,8 +99,8 @@ def test_a_conversion_with_other_settings_does_not_resume(tmp_path):
     text = tmp_path / "calibration.txt"
     text.write_text(TEXT)
     out = tmp_path / "out"
-    kill_after(src, out, arguments(text, steps=60), 2)
-    r = run_cli("convert", src, out, *arguments(text, steps=59))
+    kill_after(src, out, arguments(text, steps=20), 2)
+    r = run_cli("convert", src, out, *arguments(text, steps=19))
     assert r.exit_code == 0, r.output
     assert "resuming" not in r.output
     assert "resumed_after_layer" not in calibration_record(out)

@@ -26,7 +26,7 @@ from uptrain.config.conversion import ConvertSection
 from uptrain.convert.calibrated import LayerReports, calibrate, check_calibrated_layout, method_record
 from uptrain.convert.checked import CheckedConversion, check_conversion
 from uptrain.convert.methods import MethodContext
-from uptrain.convert.partial import PartialConversion, fingerprint
+from uptrain.convert.partial import PartialConversion, fingerprint, source_files
 from uptrain.convert.plan import ConversionPlan, converted_config, output_dtype, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
 from uptrain.convert.stream import Progress, write_converted
@@ -114,11 +114,7 @@ def convert_checkpoint(
 def _state_key(source: SourceCheckpoint, checked: CheckedConversion, plan: ConversionPlan) -> str:
     """What a resumed calibrated conversion must share with the one that stopped: the source (its
     files as they are now), the settings, the calibration pass, the output's layout."""
-    files = []
-    for shard in source.shards:
-        path = getattr(shard, "path", None)
-        stat = path.stat() if path is not None else None
-        files.append((shard.label, stat and (stat.st_size, stat.st_mtime_ns)))
+    files = source_files(source)
     outputs = [(t.name, str(t.dtype), t.shape) for shard in plan.outputs for t in shard]
     return fingerprint(
         source.provenance, source.config, files, checked.settings, checked.calibration, outputs

@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.convert.calibration.layerwise import Carry
 
 STATE_SUFFIX = ".uptrain-partial"
@@ -40,6 +41,16 @@ def fingerprint(*parts: Any) -> str:
 
     text = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def source_files(source: SourceCheckpoint) -> list[tuple[str, Any]]:
+    """The source's weight files as they are now: name, size and modification time."""
+    files = []
+    for shard in source.shards:
+        path = getattr(shard, "path", None)
+        stat = path.stat() if path is not None else None
+        files.append((shard.label, stat and (stat.st_size, stat.st_mtime_ns)))
+    return files
 
 
 def _save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
