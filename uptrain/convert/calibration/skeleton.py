@@ -99,6 +99,9 @@ class Skeleton:
         head = self._head_names()
         names = [n for n in self.source.names() if not n.startswith(self.layer_prefix) and n not in head]
         self._load(names, device, None)
+        for name, buffer in self.model.named_buffers():  # RoPE frequencies, made on the CPU from the config
+            if not buffer.is_meta and buffer.device != torch.device(device):
+                self._move(name, device)
 
     def _head_names(self) -> set[str]:
         head = self.model.get_output_embeddings()
