@@ -9,7 +9,7 @@ import torch
 
 from uptrain.checkpoint.devices import COMPUTE_DTYPES
 from uptrain.checkpoint.loading import load_causal_lm
-from uptrain.checkpoint.shards import MemoryShard, SourceCheckpoint
+from uptrain.checkpoint.shards import SafetensorsShard, SourceCheckpoint
 from uptrain.config import BUILTIN_PREFIX
 from uptrain.data import TextSource, builtin_text, join_documents, load_documents
 from uptrain.errors import SettingError
@@ -105,12 +105,12 @@ def calibration_token_ids(tokenizer: Any, data: TextSource, tokens: int, skip: i
 
 
 def load_source_model(source: SourceCheckpoint, device: str = "cpu", dtype: str = "fp32") -> Any:
-    """The source as a transformers model on `device` in `dtype` (fp32, bf16 or fp16). Weights
-    already in memory (GGUF) or read by uptrain's own loader (pickled .bin, which the user allowed;
-    read with weights_only) are passed in as a state dict, so transformers never unpickles anything
-    itself."""
+    """The source as a transformers model on `device` in `dtype` (fp32, bf16 or fp16). Weights that
+    uptrain reads itself, not from safetensors (a GGUF file, dequantized as transformers does; pickled
+    .bin, which the user allowed, read with weights_only) are passed in as a state dict, so
+    transformers never unpickles anything itself."""
     torch_dtype = COMPUTE_DTYPES[dtype]
-    if any(isinstance(s, MemoryShard) for s in source.shards):
+    if not all(isinstance(s, SafetensorsShard) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
