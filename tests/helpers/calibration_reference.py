@@ -16,7 +16,7 @@ import torch
 from uptrain.architectures import Architecture, AttentionDims, get_architecture, read_dims
 from uptrain.checkpoint.devices import COMPUTE_DTYPES
 from uptrain.checkpoint.loading import load_causal_lm, load_tokenizer
-from uptrain.checkpoint.shards import MemoryShard, SourceCheckpoint
+from uptrain.checkpoint.shards import SafetensorsShard, SourceCheckpoint
 from uptrain.convert.calibration.hooks import LayerAccumulator, PairedAccumulator, Stop, hidden_of
 from uptrain.convert.calibration.inputs import CalibrationSpec, calibration_token_ids
 from uptrain.convert.calibration.modules import AttentionModules
@@ -51,7 +51,7 @@ def load_source_model(source: SourceCheckpoint, device: str = "cpu", dtype: str 
     read with weights_only) are passed in as a state dict, so transformers never unpickles anything
     itself."""
     torch_dtype = COMPUTE_DTYPES[dtype]
-    if any(isinstance(s, MemoryShard) for s in source.shards):
+    if not all(isinstance(s, SafetensorsShard) for s in source.shards):
         from transformers import AutoConfig
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
