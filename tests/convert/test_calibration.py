@@ -11,6 +11,7 @@ import uptrain.convert.calibration as calibration
 import uptrain.convert.calibration.stats as calibration_stats
 from uptrain.architectures import get_architecture, read_dims
 from uptrain.checkpoint.source import open_source
+from uptrain.config import ConvertSection
 from uptrain.convert.calibration.layerwise import walk_layers
 from uptrain.convert.calibration.skeleton import Skeleton
 from uptrain.data import TextSource
@@ -74,7 +75,7 @@ def test_calibration_text_is_cut_into_sequences(tmp_path):
     save_char_tokenizer(src)
     text = tmp_path / "t.txt"
     text.write_text("abcdefghij" * 30)
-    spec = calibration.CalibrationSpec(TextSource(str(text)), tokens=100, seq_len=30, keep_tokens=40)
+    spec = calibration.CalibrationSpec(TextSource(str(text)), 100, 30, keep_tokens=40)
     sink = Collect()
     assert calibration.collect_calibration(open_source(src), spec, sink) == 90
     stats = sink.layers
@@ -95,6 +96,6 @@ def test_token_ids_are_the_first_tokens_without_special_tokens(tmp_path):
 
 def test_bad_calibration_options():
     with pytest.raises(UptrainError, match="calibration_tokens"):
-        calibration.calibration_spec(tokens=0)
-    spec = calibration.calibration_spec()
+        calibration.calibration_spec(ConvertSection(groups=1, calibration_tokens=0), torch.device("cpu"))
+    spec = calibration.calibration_spec(ConvertSection(groups=1), torch.device("cpu"))
     assert spec.data.dataset == "Salesforce/wikitext" and spec.data.split == "train"

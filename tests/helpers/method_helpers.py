@@ -7,12 +7,12 @@ import math
 from pathlib import Path
 
 import torch
+from calibration_reference import collect_statistics
 from safetensors.torch import load_file, save_file
 from tiny_models import build_tiny
 
 from uptrain.architectures import get_architecture, read_dims
 from uptrain.checkpoint.source import open_source
-from calibration_reference import collect_statistics
 
 
 def rotate_half_pairs(

@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from uptrain.checkpoint.devices import device_name, resolve_compute_dtype, resolve_device
 from uptrain.config.conversion import ConvertSection
 from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibration import CalibrationSpec, calibration_spec, collect_calibration
@@ -45,23 +44,6 @@ def cpu_uses_amx() -> bool:
         return False
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
     return isa in ("ALL", "DEFAULT") or "AMX" in isa
-
-
-def spec_of(settings: ConvertSection) -> CalibrationSpec:
-    """The calibration pass that `settings` asks for, on the device they name (checked)."""
-    device = resolve_device(settings.device)
-    return calibration_spec(
-        settings.calibration_data,
-        settings.calibration_config,
-        settings.calibration_split,
-        settings.calibration_text_column,
-        settings.calibration_tokens,
-        settings.calibration_seq_len,
-        settings.sequential,
-        settings.calibration_skip_tokens,
-        device_name(device),
-        resolve_compute_dtype(settings.calibration_dtype, device),
-    )
 
 
 def check_calibrated_layout(plan: ConversionPlan, method: ConversionMethod, spec: str) -> None:
@@ -129,12 +111,14 @@ def calibrate(
     return record
 
 
-def calibration_of(settings: ConvertSection, method: ComposedMethod) -> CalibrationSpec | None:
-    """The calibration pass a calibrated method asks for (None for mean, first, random): the
-    calibration_* settings, and the tokens refine keeps to replay."""
+def calibration_of(
+    settings: ConvertSection, method: ComposedMethod, device: torch.device
+) -> CalibrationSpec | None:
+    """The calibration pass a calibrated method asks for (None for mean, first, random) on `device`
+    (resolved): the calibration_* settings, and the tokens refine keeps to replay."""
     if not method.calibrates:
         return None
-    spec = spec_of(settings)
+    spec = calibration_spec(settings, device)
     refine: Refine | None = method.find(Refine)
     if refine is not None:
         spec = dataclasses.replace(

@@ -51,5 +51,5 @@ def check_conversion(settings: ConvertSection | CheckedConversion) -> CheckedCon
     if refine is not None:  # auto: what this device runs fastest, recorded as resolved
         precision = refine_precision(refine.precision, device)
         steps = steps.replace(dataclasses.replace(refine, precision=precision))
-    calibration = calibration_of(settings, steps)  # checks the calibration numbers
+    calibration = calibration_of(settings, steps, device)  # checks the calibration numbers
     return CheckedConversion(settings, steps, get_method(steps), calibration)

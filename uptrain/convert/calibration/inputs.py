@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
+from uptrain.checkpoint.devices import device_name, resolve_compute_dtype
 from uptrain.config import BUILTIN_PREFIX
+from uptrain.config.conversion import ConvertSection
+from uptrain.convert.calibration.stats import BATCH_TOKENS
 from uptrain.data import TextSource, builtin_text, join_documents, load_documents
 from uptrain.errors import SettingError
 
@@ -16,14 +19,17 @@ DEFAULT_CALIBRATION = TextSource(split="train")  # WikiText-2 raw, train split
 
 @dataclass(frozen=True)
 class CalibrationSpec:
-    data: TextSource = DEFAULT_CALIBRATION
-    tokens: int = 4096  # tokens whose statistics are accumulated
-    seq_len: int = 512  # calibration text is cut into sequences of this many tokens
+    """A calibration pass, as the calibration_* settings (uptrain.config.conversion, where their
+    defaults are) and the method ask for it."""
+
+    data: TextSource
+    tokens: int  # tokens whose statistics are accumulated
+    seq_len: int  # calibration text is cut into sequences of this many tokens
     skip_tokens: int = 0  # the first tokens of the text that calibration leaves out
     keep_tokens: int = 0  # of those, how many tokens of attention inputs are kept for `refine`
-    keep_batch_tokens: int = 512  # kept inputs come in batches of about this many tokens (a refine step)
-    sequential: bool = False  # calibrate each layer on the partly converted model's inputs (sequential.py)
-    device: str = "cpu"  # where the source runs (checked: uptrain.checkpoint.devices)
+    keep_batch_tokens: int = BATCH_TOKENS  # kept inputs come in batches of about this many (a refine step)
+    sequential: bool = False  # calibrate each layer on the partly converted model's inputs (layerwise.py)
+    device: str = "cpu"  # where the source runs (resolved: uptrain.checkpoint.devices)
     dtype: str = "fp32"  # its compute dtype: fp32, bf16 or fp16
 
     def record(self) -> dict[str, Any]:
@@ -38,31 +44,27 @@ class CalibrationSpec:
         }
 
 
-def calibration_spec(
-    data: str | None = None,
-    config: str | None = None,
-    split: str = "train",
-    text_column: str = "text",
-    tokens: int = 4096,
-    seq_len: int = 512,
-    sequential: bool = False,
-    skip_tokens: int = 0,
-    device: str = "cpu",
-    dtype: str = "fp32",
-) -> CalibrationSpec:
-    """A CalibrationSpec from the calibration_* settings (data None: the default)."""
-    if tokens < 1 or seq_len < 2:
+def calibration_spec(settings: ConvertSection, device: torch.device) -> CalibrationSpec:
+    """The CalibrationSpec of a conversion's calibration_* settings, run on `device` (resolved);
+    data None is the default text."""
+    if settings.calibration_tokens < 1 or settings.calibration_seq_len < 2:
         raise SettingError("<calibration_tokens> must be at least 1 and <calibration_seq_len> at least 2")
-    if skip_tokens < 0:
+    if settings.calibration_skip_tokens < 0:
         raise SettingError("<calibration_skip_tokens> must be 0 or more")
-    if data is None:
-        source = TextSource(
-            DEFAULT_CALIBRATION.dataset, config or DEFAULT_CALIBRATION.config, split, text_column
-        )
+    split, column = settings.calibration_split, settings.calibration_text_column
+    if settings.calibration_data is None:
+        config = settings.calibration_config or DEFAULT_CALIBRATION.config
+        source = TextSource(DEFAULT_CALIBRATION.dataset, config, split, column)
     else:
-        source = TextSource(data, config, split, text_column)
+        source = TextSource(settings.calibration_data, settings.calibration_config, split, column)
     return CalibrationSpec(
-        source, tokens, seq_len, sequential=sequential, skip_tokens=skip_tokens, device=device, dtype=dtype
+        source,
+        settings.calibration_tokens,
+        settings.calibration_seq_len,
+        skip_tokens=settings.calibration_skip_tokens,
+        sequential=settings.sequential,
+        device=device_name(device),
+        dtype=resolve_compute_dtype(settings.calibration_dtype, device),
     )
 
 
