@@ -2,7 +2,7 @@
 refine_lr (the refine step's check), data.seq_len (check_seq_len) and an evaluation option (eval's
 check_settings, run's check_tasks) are each validated once per command, whatever layers the settings
 pass through afterwards (convert_checkpoint, prepare_student, run_training). G's route (plan_route) is
-planned once at the door and once more by the conversion (convert.plan, not yet handed the door's)."""
+planned once by the pipeline, at the door (the conversion plans its own: convert.plan, not counted)."""
 
 from __future__ import annotations
 
@@ -30,8 +30,7 @@ CHECKS = {
     "tasks": ("check_tasks", ["uptrain.evaluate.tasks"]),
     "route": (
         "plan_route",
-        ["uptrain.architectures.route", "uptrain.pipeline.student", "uptrain.pipeline.model_config"]
-        + ["uptrain.convert.plan"],
+        ["uptrain.architectures.route", "uptrain.pipeline.student", "uptrain.pipeline.model_config"],
     ),
 }
 REFINE = (
@@ -126,7 +125,7 @@ def test_uptrain_train_and_run_check_once(command, counts, tmp_path, monkeypatch
     result = run_cli(command, "--config", TINY, "--output", tmp_path / "out", *sets(*REFINED_RUN))
     assert "the test stops at the training loop" in result.output, result.output
     assert (counts["groups"], counts["refine_lr"], counts["seq_len"]) == (1, 1, 1)
-    assert counts["route"] == 2  # the door's, and the conversion's plan
+    assert counts["route"] == 1
     if command == "run":
         assert counts["tasks"] == 1
 
@@ -138,5 +137,4 @@ def test_uptrain_run_compare_checks_each_method_once(counts, tmp_path, monkeypat
     methods = sets(*SMALL, "compare.methods=[mean, first]")
     result = run_cli("run", "--config", TINY, "--output", tmp_path / "out", *methods)
     assert "the test stops at the training loop" in result.output, result.output
-    assert (counts["groups"], counts["tasks"], counts["seq_len"]) == (2, 2, 1)
-    assert counts["route"] == 3  # each method's door, and the first run's conversion
+    assert (counts["groups"], counts["tasks"], counts["route"], counts["seq_len"]) == (2, 2, 2, 1)
