@@ -187,15 +187,10 @@ def test_fsdp_configs_are_fsdp2_sharding_fully_by_layer_with_sharded_checkpoints
 
 
 def test_the_llama2_recipe_is_the_papers_budget():
-    from uptrain.train.budget import describe_budget, plan_budget, tokens_per_step
+    from uptrain.train.budget import describe_budget, plan_budget
 
     cfg = load_config(ROOT / "configs" / "llama2-7b-gqa8-fsdp.yaml")
-    t = cfg.train
-    budget = plan_budget(
-        tokens_per_step(t.per_device_batch, t.grad_accum, 8, cfg.data.seq_len),
-        cfg.budget.pretraining_tokens,
-        cfg.budget.fraction,
-    )
+    budget = plan_budget(cfg.tokens_per_step(8), cfg.budget.pretraining_tokens, cfg.budget.fraction)
     assert budget.steps == 100 * 10**9 // (8 * 4 * 32 * 4096) == 23_841
     assert describe_budget(budget) in (ROOT / "configs" / "llama2-7b-gqa8-fsdp.yaml").read_text()
 

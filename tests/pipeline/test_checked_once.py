@@ -1,7 +1,8 @@
 """Each command checks its settings once, at the door: G (check_conversion of a ConvertSection),
 refine_lr (the refine step's check), data.seq_len (check_seq_len) and an evaluation option (eval's
 check_settings, run's check_tasks) are each validated once per command, whatever layers the settings
-pass through afterwards (convert_checkpoint, prepare_student, run_training)."""
+pass through afterwards (convert_checkpoint, prepare_student, run_training). G's route (plan_route) is
+planned once by the pipeline, at the door (the conversion plans its own: convert.plan, not counted)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ CHECKS = {
     "seq_len": ("check_seq_len", ["uptrain.train.model_checks", "uptrain.pipeline.model_config"]),
     "eval": ("check_settings", ["uptrain.evaluate.checks", "uptrain.evaluate", "uptrain.evaluate.report"]),
     "tasks": ("check_tasks", ["uptrain.evaluate.tasks"]),
+    "route": (
+        "plan_route",
+        ["uptrain.architectures.route", "uptrain.pipeline.student", "uptrain.pipeline.model_config"],
+    ),
 }
 REFINE = (
     "--refine-steps",
@@ -103,9 +108,7 @@ REFINED_RUN = (
 )
 
 
-@pytest.mark.parametrize("command", ["train", "run"])
-def test_uptrain_train_and_run_check_once(command, counts, tmp_path, monkeypatch):
-    """Up to the training loop (stopped there): the door, the conversion, and for run its stages."""
+def stop_at_the_training_loop(monkeypatch) -> None:
     import uptrain.pipeline.training as training
 
     def stop(*args, **kwargs):
@@ -113,8 +116,25 @@ def test_uptrain_train_and_run_check_once(command, counts, tmp_path, monkeypatch
 
     monkeypatch.setattr(training, "train", stop)
     reset_accelerate()
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_uptrain_train_and_run_check_once(command, counts, tmp_path, monkeypatch):
+    """Up to the training loop (stopped there): the door, the conversion, and for run its stages."""
+    stop_at_the_training_loop(monkeypatch)
     result = run_cli(command, "--config", TINY, "--output", tmp_path / "out", *sets(*REFINED_RUN))
     assert "the test stops at the training loop" in result.output, result.output
     assert (counts["groups"], counts["refine_lr"], counts["seq_len"]) == (1, 1, 1)
+    assert counts["route"] == 1
     if command == "run":
         assert counts["tasks"] == 1
+
+
+def test_uptrain_run_compare_checks_each_method_once(counts, tmp_path, monkeypatch):
+    """compare.methods: each method's run config is checked once, before any run starts, and its run
+    trusts that (the first run is stopped at its training loop)."""
+    stop_at_the_training_loop(monkeypatch)
+    methods = sets(*SMALL, "compare.methods=[mean, first]")
+    result = run_cli("run", "--config", TINY, "--output", tmp_path / "out", *methods)
+    assert "the test stops at the training loop" in result.output, result.output
+    assert (counts["groups"], counts["tasks"], counts["route"], counts["seq_len"]) == (2, 2, 2, 1)

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from uptrain.config import DataSection, TrainSection, UptrainConfig
 from uptrain.errors import UptrainError
-from uptrain.train.budget import (
-    describe_achieved,
-    describe_budget,
-    plan_budget,
-    tokens_per_step,
-)
+from uptrain.train.budget import describe_achieved, describe_budget, plan_budget
 from uptrain.units import format_tokens, parse_tokens
 
 
@@ -37,8 +33,14 @@ def test_parse_tokens_rejects(bad):
         parse_tokens(bad)
 
 
+def tokens_per_step(per_device_batch: int, grad_accum: int, processes: int, seq_len: int) -> int:
+    train = TrainSection(per_device_batch=per_device_batch, grad_accum=grad_accum)
+    return UptrainConfig(data=DataSection(seq_len=seq_len), train=train).tokens_per_step(processes)
+
+
 def test_tokens_per_step_is_the_global_batch_times_seq_len():
     # 4 blocks per device x 8 accumulation x 16 processes = 512 blocks of 2048 tokens
+    assert TrainSection(per_device_batch=4, grad_accum=8).global_batch(16) == 512
     assert tokens_per_step(4, 8, 16, 2048) == 512 * 2048 == 1_048_576
 
 

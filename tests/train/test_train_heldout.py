@@ -16,7 +16,7 @@ def test_heldout_loss_is_mean_next_token_nll():
     model = AutoModelForCausalLM.from_config(tiny_config("llama", 8)).eval()
     blocks = torch.randint(0, 96, (5, 12))
     evaluator = HeldOutEvaluator(
-        Corpus(blocks=None, heldout=blocks, seq_len=12), batch_size=2, accelerator=Accelerator(cpu=True)
+        Corpus(blocks=None, heldout=blocks), batch_size=2, accelerator=Accelerator(cpu=True)
     )
     result = evaluator(model)
 

@@ -184,6 +184,10 @@ class TrainSection:
         "OUTPUT/adapter keeps the unmerged peft adapter. One process or DDP (FSDP and DeepSpeed: not yet).",
     )
 
+    def global_batch(self, processes: int) -> int:
+        """Blocks one optimizer step trains on: per_device_batch x grad_accum x processes."""
+        return self.per_device_batch * self.grad_accum * processes
+
 
 @dataclass
 class DistillSection:
@@ -267,3 +271,7 @@ class UptrainConfig:
     push: PushSection = setting(
         doc="uptrain run: publish final/ to the Hub at the end (when push.repo is set).", factory=PushSection
     )
+
+    def tokens_per_step(self, processes: int) -> int:
+        """Tokens one optimizer step trains on: the global batch of data.seq_len-token blocks."""
+        return self.train.global_batch(processes) * self.data.seq_len

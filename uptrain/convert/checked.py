@@ -14,7 +14,7 @@ from uptrain.config.load import MAX_SEED
 from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibrated import calibration_of, refine_precision
 from uptrain.convert.calibration import CalibrationSpec
-from uptrain.convert.methods import ConversionMethod, get_method
+from uptrain.convert.methods import ConversionMethod, build_method
 from uptrain.errors import SettingError
 
 
@@ -52,4 +52,4 @@ def check_conversion(settings: ConvertSection | CheckedConversion) -> CheckedCon
         precision = refine_precision(refine.precision, device)
         steps = steps.replace(dataclasses.replace(refine, precision=precision))
     calibration = calibration_of(settings, steps, device)  # checks the calibration numbers
-    return CheckedConversion(settings, steps, get_method(steps), calibration)
+    return CheckedConversion(settings, steps, build_method(steps), calibration)

@@ -23,6 +23,7 @@ from uptrain.checkpoint.atomic import atomic_write_text
 from uptrain.comparison import build_comparison, write_comparison
 from uptrain.config import CompareSection, UptrainConfig, dump_config
 from uptrain.errors import UptrainError
+from uptrain.pipeline.model_config import ModelChecked
 from uptrain.pipeline.run import RunOutcome, check_run_config, run_pipeline
 from uptrain.report import read_metrics
 
@@ -40,8 +41,14 @@ def method_folder(method: str) -> str:
     return method.replace("/", "_").replace(" ", "")
 
 
-def method_configs(cfg: UptrainConfig, output: Path) -> dict[str, UptrainConfig]:
-    """Each method's run config, every one checked: nothing is written before all pass."""
+@dataclass(frozen=True)
+class MethodRun:
+    cfg: UptrainConfig  # the run config with model.convert.method = the method
+    checked: ModelChecked  # its door's checks, trusted by its run
+
+
+def method_configs(cfg: UptrainConfig, output: Path) -> dict[str, MethodRun]:
+    """Each method's run config, every one checked once: nothing is written before all pass."""
     methods = cfg.compare.methods
     if cfg.model.convert is None:
         check_run_config(cfg)  # names the missing model.convert
@@ -62,10 +69,9 @@ def method_configs(cfg: UptrainConfig, output: Path) -> dict[str, UptrainConfig]
             output=str(output / method_folder(method)),
         )
         try:
-            check_run_config(sub)
+            configs[method] = MethodRun(sub, check_run_config(sub))
         except UptrainError as exc:
             raise UptrainError(f"compare.methods: {method}: {exc}") from None
-        configs[method] = sub
     return configs
 
 
@@ -78,8 +84,8 @@ def run_comparison(cfg: UptrainConfig, output: Path, console: Console | None = N
     atomic_write_text(output / "run.yaml", f"# resolved from uptrain run\n{dump_config(cfg)}")
     outcome = ComparisonOutcome(output)
     for i, (method, sub) in enumerate(configs.items()):
-        console.print(f"== method {i + 1}/{len(configs)}: {method} -> {sub.output}", highlight=False)
-        outcome.runs[method] = run_pipeline(sub, Path(sub.output), console)
+        console.print(f"== method {i + 1}/{len(configs)}: {method} -> {sub.cfg.output}", highlight=False)
+        outcome.runs[method] = run_pipeline(sub.cfg, Path(sub.cfg.output), console, sub.checked)
     reports = {m: json.loads((r.root / "report.json").read_text()) for m, r in outcome.runs.items()}
     metrics = {m: read_metrics(r.root / "metrics.jsonl") for m, r in outcome.runs.items()}
     outcome.comparison = build_comparison(reports)

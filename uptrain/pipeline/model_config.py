@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uptrain.architectures.route import output_config, plan_route
+from uptrain.architectures.route import Route, output_config, plan_route
 from uptrain.checkpoint.meta import fetch_config, meta_model
 from uptrain.checkpoint.offline import TinyLlamaSpec, resolve_source_ref, tiny_llama_config
 from uptrain.config import ModelSection, UptrainConfig
@@ -42,14 +42,14 @@ def source_config(model: ModelSection, download: bool) -> dict | None:
         raise UptrainError(f"{key}: {exc}") from None
 
 
-def student_config(model: ModelSection, download: bool = False) -> dict | None:
+def student_config(model: ModelSection, download: bool = False, route: Route | None = None) -> dict | None:
     """config.json of the model training starts from: the source's, converted to G KV heads when
-    model.convert is set."""
+    model.convert is set (by `route` when the door planned it, else planned here)."""
     config = source_config(model, download)
     if config is None or model.convert is None or model.path is not None:
         return config
     try:
-        return output_config(plan_route(config, model.convert.groups), config)
+        return output_config(route or plan_route(config, model.convert.groups), config)
     except UptrainError:
         return None  # the conversion's own checks name the problem (check_student)
 
@@ -67,18 +67,21 @@ def check_model_settings(cfg: UptrainConfig, config: dict | None) -> None:
 
 @dataclass(frozen=True)
 class ModelChecked:
-    """What a command's door checked of the model (training.check_model, run.check_run_config):
-    the stages and the training trust it."""
+    """What a command's door checked of the model (student.check_student, for training.check_model
+    and run.check_run_config): the stages and the training trust it."""
 
-    conversion: CheckedConversion | None  # model.convert, as the run converts it
+    conversion: CheckedConversion | None = None  # model.convert, as the run converts it
+    # model.convert's route, planned once from the source's config.json at the door; None without
+    # model.convert, or for a Hub source (planned from its config.json by check_before_writing)
+    route: Route | None = None
 
 
-def check_before_writing(cfg: UptrainConfig) -> None:
+def check_before_writing(cfg: UptrainConfig, checked: ModelChecked) -> None:
     """What `uptrain train` and `uptrain run` check against the model before their first file. A Hub
     model's config.json is fetched for it; when that fails, the download proper reports why later."""
     check_choices(cfg)
     try:
-        config = student_config(cfg.model, download=True)
+        config = student_config(cfg.model, download=True, route=checked.route)
     except UptrainError:
         config = None
     check_model_settings(cfg, config)

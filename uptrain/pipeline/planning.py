@@ -15,7 +15,7 @@ from uptrain.checkpoint.meta import fetch_config, meta_model
 from uptrain.config import TrainSection, UptrainConfig
 from uptrain.errors import UptrainError
 from uptrain.pipeline.model_config import source_config, student_config
-from uptrain.train.budget import describe_budget, plan_budget, tokens_per_step
+from uptrain.train.budget import describe_budget, plan_budget
 from uptrain.train.lora import lora_counts
 from uptrain.train.model_checks import matching
 from uptrain.train.plan import (
@@ -180,7 +180,7 @@ def make_plan(cfg: UptrainConfig, accelerate_config: Path | None, device_memory:
     else:
         device_memory, device = detected_memory()
     b = cfg.budget
-    per_step = tokens_per_step(t.per_device_batch, t.grad_accum, parallel.processes, cfg.data.seq_len)
+    per_step = cfg.tokens_per_step(parallel.processes)
     try:
         budget = plan_budget(per_step, b.pretraining_tokens, b.fraction, b.max_tokens, b.max_steps)
         compute: ComputePlan | None = plan_compute(shape, settings, per_step, budget.steps)

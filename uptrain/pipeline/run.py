@@ -73,9 +73,9 @@ def check_run_config(cfg: UptrainConfig) -> ModelChecked:
     from uptrain.evaluate.tasks import check_tasks
     from uptrain.pipeline.student import check_student, run_model_section
 
-    conversion = check_student(run_model_section(cfg))
+    checked = check_student(run_model_section(cfg))
     check_tasks(task_settings(cfg))  # lm_eval installed, task names known, before anything is written
-    return ModelChecked(conversion)
+    return checked
 
 
 def source_identity(cfg: UptrainConfig) -> dict[str, Any]:
@@ -176,8 +176,10 @@ def check_push_possible(cfg: UptrainConfig) -> None:
 
 
 class Pipeline:
-    def __init__(self, cfg: UptrainConfig, output: Path, console: Console) -> None:
-        self.checked = check_run_config(cfg)  # trusted by the stages
+    def __init__(
+        self, cfg: UptrainConfig, output: Path, console: Console, checked: ModelChecked | None = None
+    ) -> None:
+        self.checked = checked or check_run_config(cfg)  # trusted by the stages
         self.cfg = cfg
         self.run = RunDir(Path(output).absolute())
         self.console = console
@@ -285,7 +287,7 @@ class Pipeline:
     def __call__(self) -> RunOutcome:
         root = self.run.root
         check_training_conflict(self.cfg, self.run, self.manifests, self.stages["train"])
-        check_before_writing(self.cfg)
+        check_before_writing(self.cfg, self.checked)
         if "push" in self.stages and not self.manifests.up_to_date(self.stages["push"]):
             check_push_possible(self.cfg)
         root.mkdir(parents=True, exist_ok=True)  # only once the checks passed: a mistake leaves nothing
@@ -304,12 +306,15 @@ class Pipeline:
         return self.outcome
 
 
-def run_pipeline(cfg: UptrainConfig, output: Path, console: Console | None = None) -> RunOutcome:
-    """Run (or resume) the recipe that `cfg` describes into `output`."""
+def run_pipeline(
+    cfg: UptrainConfig, output: Path, console: Console | None = None, checked: ModelChecked | None = None
+) -> RunOutcome:
+    """Run (or resume) the recipe that `cfg` describes into `output`. `checked`: its door's checks
+    (check_run_config) when the caller made them (a comparison checks every method first)."""
     threads = torch.get_num_threads()
     if cfg.train.cpu_threads:
         torch.set_num_threads(cfg.train.cpu_threads)
     try:
-        return Pipeline(cfg, output, console or Console(soft_wrap=True))()
+        return Pipeline(cfg, output, console or Console(soft_wrap=True), checked)()
     finally:
         torch.set_num_threads(threads)

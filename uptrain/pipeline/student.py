@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from uptrain.architectures import plan_route
+from uptrain.architectures import Route, plan_route
 from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES
 from uptrain.checkpoint.gguf import dequantize_gguf, is_dequantized_copy
 from uptrain.checkpoint.loading import check_remote_code, load_tokenizer
@@ -26,6 +26,7 @@ from uptrain.config import BUILTIN_PREFIX, ConvertSection, DataSection, ModelSec
 from uptrain.convert.convert import CheckedConversion, check_conversion, convert_checkpoint
 from uptrain.data import TextSource
 from uptrain.errors import SettingError, UptrainError
+from uptrain.pipeline.model_config import ModelChecked
 from uptrain.train.prepared import PreparedModel
 from uptrain.train.run_dir import RunDir
 
@@ -85,10 +86,10 @@ def check_convert_method(convert: ConvertSection) -> CheckedConversion:
     return checked
 
 
-def _route(config: dict, groups: int, source_key: str) -> None:
+def _route(config: dict, groups: int, source_key: str) -> Route:
     """plan_route's verdict on G, its errors named by the config key to fix."""
     try:
-        plan_route(config, groups)
+        return plan_route(config, groups)
     except SettingError as exc:
         raise UptrainError(exc.said(config_key)) from None
     except UptrainError as exc:
@@ -108,11 +109,11 @@ def _check_tokenizer(ref: str, key: str, config: dict, trust_remote_code: bool) 
         )
 
 
-def check_student(model: ModelSection) -> CheckedConversion | None:
+def check_student(model: ModelSection) -> ModelChecked:
     """What can be checked before the run writes anything: model.convert's settings (returned
     checked, for prepare_student), a local model.path or convert source (config, safetensors weights,
-    no unasked custom code), G, and that the tokenizer fits the model's vocabulary. A Hub source is
-    checked after its download."""
+    no unasked custom code), G (its route returned), and that the tokenizer fits the model's
+    vocabulary. A Hub source is checked after its download."""
     trust = model.trust_remote_code
     conversion = None if model.convert is None else check_convert_method(model.convert)
     if model.tiny is not None:
@@ -123,18 +124,17 @@ def check_student(model: ModelSection) -> CheckedConversion | None:
         ref = model.path if model.path is not None else source_ref(model)
         key = "model.path" if model.path is not None else "model.convert.source"
         if not Path(ref).expanduser().is_dir():
-            return conversion
+            return ModelChecked(conversion)
         config = _open(ref, key).config
         check_remote_code(config, key, trust)
         tokenizer_key = key
-    if model.convert is not None:
-        _route(config, model.convert.groups, key)
+    route = None if model.convert is None else _route(config, model.convert.groups, key)
     if model.tokenizer is not None and model.tiny is None:
         if Path(model.tokenizer).expanduser().is_dir():
             _check_tokenizer(model.tokenizer, "model.tokenizer", config, trust)
     elif tokenizer_key is not None:
         _check_tokenizer(ref, tokenizer_key, config, trust)
-    return conversion
+    return ModelChecked(conversion, route)
 
 
 def source_ref(model: ModelSection) -> str:

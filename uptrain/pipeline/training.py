@@ -20,9 +20,9 @@ from uptrain.train.run_dir import RunDir
 def check_model(cfg: UptrainConfig) -> ModelChecked:
     """The door's checks of the model and the settings that depend on it (G, the method and its
     options, calibration, data.seq_len, train.trainable), each once, before anything is written."""
-    conversion = check_student(run_model_section(cfg))
-    check_before_writing(cfg)
-    return ModelChecked(conversion)
+    checked = check_student(run_model_section(cfg))
+    check_before_writing(cfg, checked)
+    return checked
 
 
 def run_training(

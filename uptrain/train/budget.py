@@ -2,8 +2,8 @@
 
 The GQA paper uptrains for a fraction alpha (0.05) of the original pre-training. Tokens are the
 measure of compute here: budget = pretraining_tokens x fraction, unless max_tokens or max_steps is
-given. One optimizer step consumes global_batch x seq_len tokens, where global_batch is
-per_device_batch x grad_accum x processes; the step count is rounded down, so the budget is never
+given. One optimizer step consumes global_batch x seq_len tokens (UptrainConfig.tokens_per_step,
+the one place that multiplies them out); the step count is rounded down, so the budget is never
 exceeded.
 """
 
@@ -27,11 +27,6 @@ class Budget:
     @property
     def fraction_of_pretraining(self) -> float | None:
         return self.tokens / self.pretraining_tokens if self.pretraining_tokens else None
-
-
-def tokens_per_step(per_device_batch: int, grad_accum: int, processes: int, seq_len: int) -> int:
-    """Tokens one optimizer step trains on."""
-    return per_device_batch * grad_accum * processes * seq_len
 
 
 def plan_budget(

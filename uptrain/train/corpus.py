@@ -38,10 +38,8 @@ _FLAG_TO_KEY = (
 @dataclass
 class Corpus:
     blocks: Any  # datasets.Dataset or IterableDataset of {"input_ids"[, "source"]}: the training blocks
-    heldout: (
-        torch.Tensor
-    )  # (n, seq_len) int64: the blocks held out of the training text (n = 0 with eval.dataset)
-    seq_len: int
+    # (n, data.seq_len) int64: the blocks held out of the training text (n = 0 with eval.dataset)
+    heldout: torch.Tensor
     heldout_text: HeldOut | None = None  # eval.dataset's tokens and windows
     sources: list[TextSource] = field(default_factory=list)  # data.mix: each source as it was read
 
@@ -163,7 +161,7 @@ def load_corpus(
             )
         blocks = blocks.select(range(start, len(blocks)))
     ids = torch.tensor(heldout, dtype=torch.long).reshape(len(heldout), data.seq_len)
-    return Corpus(blocks, ids, data.seq_len, heldout_text, read)
+    return Corpus(blocks, ids, heldout_text, read)
 
 
 def epoch_order(block_count: int, samples: int, seed: int) -> np.ndarray:

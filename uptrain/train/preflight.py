@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uptrain.config import UptrainConfig, dump_config
-from uptrain.train.budget import plan_budget, tokens_per_step
+from uptrain.train.budget import plan_budget
 from uptrain.train.builders import check_choices, check_teacher
 from uptrain.train.corpus import check_data_source
 from uptrain.train.lora import check_lora
@@ -33,9 +33,9 @@ def check_training(cfg: UptrainConfig, run: RunDir, resume: bool, processes: int
     check_stream_checkpoint(checkpoint, cfg.data.streaming or any(s.streaming for s in cfg.data.mix))
     check_choices(cfg)
     check_lora(cfg)
-    b, t = cfg.budget, cfg.train
-    per_step = tokens_per_step(t.per_device_batch, t.grad_accum, processes, cfg.data.seq_len)
+    b = cfg.budget
     if b.max_steps or b.max_tokens is not None or b.pretraining_tokens:  # known before any download
+        per_step = cfg.tokens_per_step(processes)
         plan_budget(per_step, b.pretraining_tokens, b.fraction, b.max_tokens, b.max_steps)
     if cfg.distill.enabled:
         check_teacher(cfg)

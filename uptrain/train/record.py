@@ -44,7 +44,7 @@ def training_record(
         "heldout_loss": heldout["eval_loss"],
         "heldout": {"text": corpus.heldout_set().text, "tokens_scored": heldout["eval_tokens"]},
         "seq_len": cfg.data.seq_len,
-        "global_batch": t.per_device_batch * t.grad_accum * accelerator.num_processes,
+        "global_batch": t.global_batch(accelerator.num_processes),
         "processes": accelerator.num_processes,
         "mixed_precision": accelerator.mixed_precision,
         **data,  # data.mix: "datasets", each with its weight and the tokens drawn from it

@@ -8,9 +8,4 @@ from uptrain.config.methods import STEPS, ComposedMethod, compose
 from uptrain.convert.methods.base import ConversionMethod, MethodContext
 from uptrain.convert.methods.pipeline import build_method
 
-__all__ = ["STEPS", "ComposedMethod", "ConversionMethod", "MethodContext", "compose", "get_method"]
-
-
-def get_method(method: ComposedMethod | str) -> ConversionMethod:
-    """The method a composed method (or a `--method` spec) names (one-line SettingError when none)."""
-    return build_method(method)
+__all__ = ["STEPS", "ComposedMethod", "ConversionMethod", "MethodContext", "build_method", "compose"]
