@@ -14,6 +14,8 @@ docs/BENCHMARKS.md named after the device:
   - uptrain's peak GPU memory (torch.cuda.max_memory_allocated) against `uptrain plan`'s estimate for
     the same model and settings (uptrain.train.plan);
   - evaluator tokens/s (uptrain.evaluate.score_windows) against a bare forward pass over the same windows;
+  - `uptrain convert --method fit+refine` (4,096 calibration tokens) of the MHA source on the GPU:
+    wall time and peak GPU memory against `uptrain convert --plan`'s figures;
   - decode tokens/s of the source against its conversions at batch 1, 16 and 64 and contexts 1k and 4k,
     next to the KV-cache ratio (scripts/bench_decode.py).
 """
@@ -123,6 +125,45 @@ def evaluator_against_forward(config: dict, shape: dict, device: str, repeats: i
     }
 
 
+def calibrated_conversion(work: Path, shape: dict, cuda: bool) -> dict:
+    """`uptrain convert --method fit+refine` of the ~1B MHA source to G = H/4 on the device, 4,096
+    calibration tokens of the built-in text (256 for --tiny), in this process: wall time and peak GPU
+    memory (torch.cuda.max_memory_allocated), next to `uptrain convert --plan --json`'s figures for
+    the same command."""
+    from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+    from uptrain.checkpoint.source import open_source
+    from uptrain.config import ConvertSection
+    from uptrain.convert.convert import convert_checkpoint
+
+    spec = TinyLlamaSpec(
+        layers=shape["layers"],
+        hidden=shape["hidden"],
+        heads=shape["heads"],
+        intermediate=shape["hidden"] * 8 // 3,
+        max_positions=1024,
+    )
+    source = build_tiny_llama(work / "source-convert", spec)
+    tokens, seq_len = (256, 64) if shape is TINY else (4096, 512)
+    options = {
+        "groups": shape["heads"] // 4,
+        "method": "fit+refine",
+        "calibration_data": "builtin:python-docs",
+        "calibration_tokens": tokens,
+        "calibration_seq_len": seq_len,
+        "device": "cuda" if cuda else "cpu",
+    }
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    command = [sys.executable, "-m", "uptrain", "convert", str(source), str(work / "planned"), *flags]
+    plan = json.loads(subprocess.run([*command, "--plan", "--json"], check=True, capture_output=True).stdout)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    convert_checkpoint(open_source(source), work / "converted-fit-refine", ConvertSection(**options), True)
+    seconds = time.perf_counter() - started
+    peak = torch.cuda.max_memory_allocated() if cuda else None
+    return {"seconds": seconds, "peak_gpu_bytes": peak, "plan": plan, "options": options}
+
+
 def write_section(docs: Path, device: str, data: dict) -> None:
     """Replace (or add at the end: below bench_all.py's notes marker, so regenerating the page keeps it)
     the '## GPU check: DEVICE' section of docs/BENCHMARKS.md."""
@@ -201,6 +242,23 @@ def main() -> None:
         "evaluator / bare forward (tokens/s)", ev["evaluator_tokens_per_s"] / ev["forward_tokens_per_s"], "x"
     )
 
+    conversion = calibrated_conversion(work, shape, cuda)
+    report.add("fit+refine conversion (4,096 tokens)", conversion["seconds"], "s", note="uptrain convert")
+    planned_s = conversion["plan"].get("seconds")
+    if planned_s:
+        report.add(
+            "conversion time / plan", conversion["seconds"] / planned_s, "x", note=f"plan {planned_s:.0f} s"
+        )
+    planned_gpu = (conversion["plan"].get("device_memory") or {}).get("peak_bytes")
+    if conversion["peak_gpu_bytes"] and planned_gpu:
+        measured_gib = conversion["peak_gpu_bytes"] / 2**30
+        report.add(
+            "conversion peak GPU memory / plan",
+            conversion["peak_gpu_bytes"] / planned_gpu,
+            "x",
+            note=f"measured {measured_gib:.2f} GiB",
+        )
+
     decode_args = ["--out", str(work / "decode.json"), "--work", str(work / "decode")]
     if args.tiny:
         decode_args += ["--tiny", "--device", "cpu"]
@@ -220,7 +278,13 @@ def main() -> None:
     decode = run_script("bench_decode.py", decode_args)
     for f in decode["figures"]:
         report.add(f"decode: {f['name']}", f["value"], f["unit"], note=f["note"])
-    report.data["details"] = {"train": train, "evaluator": ev, "decode": decode, "peak_tflops": peak}
+    report.data["details"] = {
+        "train": train,
+        "evaluator": ev,
+        "conversion": conversion,
+        "decode": decode,
+        "peak_tflops": peak,
+    }
     data = report.write(args.out)
     write_section(args.docs, device, data)
     print_figures(data)

@@ -4,7 +4,8 @@ functions count as much as the ones at the top of a file).
 Floors, lowest first; a module may import from its own floor's package, from lower floors, and sideways
 only where ALLOWED_SIDEWAYS says so (floor 2 is the only floor whose packages must not see each other):
 
-  0  uptrain (the package __init__), uptrain.errors, uptrain.units, uptrain.threads, uptrain.task_table
+  0  uptrain (the package __init__), uptrain.errors, uptrain.units, uptrain.threads, uptrain.heap,
+     uptrain.task_table
   1  uptrain.architectures, uptrain.checkpoint, uptrain.data, uptrain.config
   2  uptrain.convert, uptrain.evaluate, uptrain.train, uptrain.hub   (train may import evaluate)
   3  uptrain.pipeline, uptrain.report, uptrain.comparison, uptrain.plots
@@ -25,6 +26,7 @@ FLOORS = {
     "uptrain.errors": 0,
     "uptrain.units": 0,
     "uptrain.threads": 0,  # torch's thread count for a block: imports nothing of uptrain
+    "uptrain.heap": 0,  # malloc_trim between layers: imports nothing of uptrain
     "uptrain.task_table": 0,  # lm_eval task scores as table rows and columns: imports nothing of uptrain
     "uptrain.architectures": 1,
     "uptrain.checkpoint": 1,

@@ -32,6 +32,7 @@ from uptrain.convert.calibration.hooks import LayerAccumulator, PairedAccumulato
 from uptrain.convert.calibration.modules import AttentionModules
 from uptrain.convert.calibration.skeleton import Skeleton
 from uptrain.convert.calibration.stats import LayerCalibration, calibration_batches
+from uptrain.heap import trim_heap
 
 ConvertLayer = Callable[[int, AttentionWeights, LayerCalibration], AttentionWeights]
 
@@ -106,6 +107,8 @@ def walk_layers(
                 skeleton.release_layer(layer)
             carry.done = layer + 1
             sink.finish(layer, calibration, carry)
+            del calibration
+            trim_heap()
             if progress:
                 progress(layer + 1, skeleton.dims.layers)
     finally:
