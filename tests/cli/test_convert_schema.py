@@ -15,7 +15,7 @@ from uptrain.cli import app
 from uptrain.config import ConvertSection
 from uptrain.errors import SettingError, UptrainError
 
-CLI_ONLY = {"overwrite", "verify"}  # what to do with OUT, not how to convert
+CLI_ONLY = {"overwrite", "verify", "plan", "as_json"}  # what to do with OUT (or instead of it)
 
 
 def convert_command():

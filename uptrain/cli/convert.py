@@ -23,24 +23,38 @@ console = Console()
 @with_options(ConvertSection)
 def convert(
     src: str = typer.Argument(..., help="Source: a local directory, a Hub model id or a .gguf file."),
-    out: Path = typer.Argument(..., help="Output directory (written atomically)."),
+    out: Path | None = typer.Argument(None, help="Output directory (written atomically); not with --plan."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     verify: bool = typer.Option(
         False,
         "--verify",
         help="Load both models and compare logits and KV cache; check OUT's config.json against its weights.",
     ),
+    plan: bool = typer.Option(
+        False,
+        "--plan",
+        help="Print the conversion's peak memory, FLOPs and expected time instead of converting "
+        "(reads SRC's config.json only).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="With --plan: print the plan as JSON."),
     **options: Any,
 ) -> None:
     """Convert SRC to G key/value heads per layer and write it to OUT.
 
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32).
-    Every option but --overwrite and --verify is a key of a run config's model.convert section."""
+    Every option but --overwrite, --verify, --plan and --json is a key of a run config's model.convert
+    section."""
     from uptrain.checkpoint.source import open_source
     from uptrain.convert.convert import check_conversion, convert_checkpoint
 
+    _check_flags(out, verify, plan, as_json)
     settings = ConvertSection(source=src, **options)
     checked = check_conversion(settings)  # once, before anything is loaded; trusted from here on
+    if plan:
+        from uptrain.cli.convert_plan import print_plan
+
+        print_plan(src, checked, as_json)
+        return
     source = open_source(
         src,
         revision=settings.revision,
@@ -83,6 +97,17 @@ def convert(
         )
         console.print(table)
         report_serving(out)
+
+
+def _check_flags(out: Path | None, verify: bool, plan: bool, as_json: bool) -> None:
+    from uptrain.errors import UptrainError
+
+    if plan and verify:
+        raise UptrainError("--verify checks a written OUT, and --plan writes none; drop one of them")
+    if as_json and not plan:
+        raise UptrainError("--json prints the plan: add --plan (or drop --json to convert)")
+    if out is None and not plan:
+        raise UptrainError("OUT is missing: name the output directory (or pass --plan to only plan)")
 
 
 def _say_converted(result: Any, out: Path) -> None:
