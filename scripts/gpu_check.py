@@ -249,7 +249,7 @@ def main() -> None:
         report.add(
             "conversion time / plan", conversion["seconds"] / planned_s, "x", note=f"plan {planned_s:.0f} s"
         )
-    planned_gpu = (conversion["plan"].get("device_memory") or {}).get("peak_bytes")
+    planned_gpu = (conversion["plan"]["memory"].get("GPU memory") or {}).get("peak_bytes")
     if conversion["peak_gpu_bytes"] and planned_gpu:
         measured_gib = conversion["peak_gpu_bytes"] / 2**30
         report.add(

@@ -40,6 +40,8 @@ def test_the_miniature_reports_every_figure(tiny):
         "uptrain MFU",
         "planned memory (uptrain plan)",
         "evaluator / bare forward (tokens/s)",
+        "fit+refine conversion (4,096 tokens)",
+        "conversion time / plan",
     ):
         assert isinstance(figures[name], float) and math.isfinite(figures[name]) and figures[name] > 0, name
     decode = [f for f in data["figures"] if f["name"].startswith("decode: ")]
