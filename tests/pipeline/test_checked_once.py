@@ -2,7 +2,7 @@
 refine_lr (the refine step's check), data.seq_len (check_seq_len) and an evaluation option (eval's
 check_settings, run's check_tasks) are each validated once per command, whatever layers the settings
 pass through afterwards (convert_checkpoint, prepare_student, run_training). G's route (plan_route) is
-planned once by the pipeline, at the door (the conversion plans its own: convert.plan, not counted)."""
+planned once by the pipeline, at the door, and the conversion uses that one (convert.plan counted too)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ CHECKS = {
     "tasks": ("check_tasks", ["uptrain.evaluate.tasks"]),
     "route": (
         "plan_route",
-        ["uptrain.architectures.route", "uptrain.pipeline.student", "uptrain.pipeline.model_config"],
+        [
+            "uptrain.architectures.route",
+            "uptrain.pipeline.student",
+            "uptrain.pipeline.model_config",
+            "uptrain.convert.plan",
+        ],
     ),
 }
 REFINE = (

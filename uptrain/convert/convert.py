@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from uptrain.architectures import Route
 from uptrain.checkpoint.atomic import atomic_directory, check_output_free
 from uptrain.checkpoint.dtypes import DTYPE_NAMES, DTYPES, dtype_name
 from uptrain.checkpoint.provenance import write_provenance
@@ -44,6 +45,7 @@ def convert_checkpoint(
     progress: Progress | None = None,
     calibration_progress: Callable[[int, int], None] | None = None,
     extra_record: dict[str, Any] | None = None,
+    route: Route | None = None,
 ) -> ConversionResult:
     """Convert `source` as `settings` say, writing OUT atomically. Calibrated methods use
     `calibration` (per layer, as uptrain.convert.calibration collects it) or collect it first.
@@ -53,7 +55,7 @@ def convert_checkpoint(
     checked = check_conversion(settings)
     settings, method = checked.settings, checked.method
     target = DTYPES[settings.dtype] if settings.dtype else None
-    plan = plan_conversion(source, settings.groups, target)
+    plan = plan_conversion(source, settings.groups, target, route)  # route: planned at a command's door
     first = method.needs_calibration and calibration is None and calibrates_after_translation(plan.route)
     if not first:  # a translating model is calibrated on its translation (translated.py)
         check_calibrated_layout(plan, method, settings.method)

@@ -109,10 +109,11 @@ def run_method(method: ConversionMethod, attn: Any, groups: int, ctx: MethodCont
 
 
 def plan_conversion(
-    source: SourceCheckpoint, groups: int, dtype: torch.dtype | None = None
+    source: SourceCheckpoint, groups: int, dtype: torch.dtype | None = None, route: Route | None = None
 ) -> ConversionPlan:
-    """Every output tensor's name, dtype, shape and shard, learned by converting on the meta device."""
-    route = plan_route(source.config, groups)
+    """Every output tensor's name, dtype, shape and shard, learned by converting on the meta device;
+    `route` is plan_route(source.config, groups) where the caller planned it already."""
+    route = route or plan_route(source.config, groups)
     arch, dims = route.source, route.dims
     view = RuledSource(source, TensorRules(arch.translate))
     layout = get_layout(route.source_variant.layout)

@@ -210,7 +210,9 @@ class Pipeline:
     def convert(self) -> dict[str, Any]:
         from uptrain.pipeline.student import prepare_student, run_model_section
 
-        student = prepare_student(run_model_section(self.cfg), self.run, self.say, self.checked.conversion)
+        student = prepare_student(
+            run_model_section(self.cfg), self.run, self.say, self.checked.conversion, self.checked.route
+        )
         return {"source_path": student.teacher, "converted_path": str(student.path)}
 
     def tokens(self) -> Any:

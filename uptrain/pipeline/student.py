@@ -176,10 +176,11 @@ def prepare_student(
     run: RunDir,
     say: Callable[[str], None],
     conversion: CheckedConversion | None = None,
+    route: Route | None = None,
 ) -> PreparedModel:
     """Resolve, build or convert the model to uptrain. Run it on the main process first.
-    `conversion` is model.convert as the command's door checked it (check_student); without it,
-    model.convert is checked here."""
+    `conversion` is model.convert as the command's door checked it (check_student), `route` its route
+    as the door planned it; without them, model.convert is checked (and its route planned) here."""
     if model.path is not None:
         source = _open(model.path, "model.path", model.revision, model.trust_remote_code)
         check_remote_code(source.config, "model.path", model.trust_remote_code)
@@ -215,6 +216,7 @@ def prepare_student(
                 conversion,
                 overwrite=True,
                 extra_record={"convert_settings": {"calibration": _calibration_settings(conversion)}},
+                route=route,
             )
         record = result.record
     return PreparedModel(run.converted, record, str(source.root))

@@ -49,5 +49,5 @@ def run_training(
         checked = checked or check_model(cfg)
         set_seed(cfg.train.seed)
         with state.main_process_first():  # converted or built once, then loaded everywhere
-            student = prepare_student(run_model_section(cfg), run, say, checked.conversion)
+            student = prepare_student(run_model_section(cfg), run, say, checked.conversion, checked.route)
         return train(cfg, run, student, start, console)
