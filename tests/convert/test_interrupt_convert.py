@@ -105,9 +105,14 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_output(checkpoint, run
     src, reference = checkpoint
     out = tmp_path / "out"
     argv = ["convert", src, out, "--groups", "2", "--overwrite"]
-    code, duration = runner.run(argv, tmp_path / "uninterrupted.log")
-    assert code == 0, (tmp_path / "uninterrupted.log").read_text()
-    assert_complete(out, reference)
+    durations = []
+    # the shorter of two runs: one slowed by a busy machine would put most kills after the end
+    for _ in range(2):
+        code, duration = runner.run(argv, tmp_path / "uninterrupted.log")
+        assert code == 0, (tmp_path / "uninterrupted.log").read_text()
+        assert_complete(out, reference)
+        durations.append(duration)
+    duration = min(durations)
 
     rng = random.Random(10)
     tally: Counter[str] = Counter()
