@@ -109,3 +109,41 @@ def test_below_the_exact_limit_the_record_says_what_is_approximated(tmp_path):
     assert result.kv_bytes_per_token_after == 2 * (10 + 4) * 4  # 2 layers, float32
     got, _ = logits(out, torch.tensor([[5, 6, 7, 8]]))
     assert torch.isfinite(got).all()
+
+
+def test_a_pair_that_loses_its_rotation_keeps_the_mean_rotation_in_least_squares():
+    """Scaling the query pair by c = E[e^{i theta d}] (rope.mean_rotations) is the best constant for
+    the rotation it loses: the distance-weighted squared error of the scores is below the one with
+    conj(c) (the wrong sign convention) and with no scale (MHA2MLA's plain removal). RoPE written out
+    here as Llama applies it, independently of uptrain."""
+    from uptrain.convert.methods.rope import rotary_pairs, scale_pairs
+    from uptrain.convert.mla.rope import mean_rotations
+
+    g = torch.Generator().manual_seed(0)
+    hd, base = 8, 100.0
+    weights = torch.rand(40, generator=g, dtype=torch.float64)
+    c = mean_rotations(weights, base, hd)
+    q, k = (
+        torch.randn(hd, generator=g, dtype=torch.float64),
+        torch.randn(hd, generator=g, dtype=torch.float64),
+    )
+    theta = base ** (-2 * torch.arange(hd // 2, dtype=torch.float64) / hd)
+
+    def rope(x, position):
+        a, b = x[: hd // 2], x[hd // 2 :]
+        cos, sin = torch.cos(theta * position), torch.sin(theta * position)
+        return torch.cat([a * cos - b * sin, b * cos + a * sin])
+
+    def pair_products(x, y):
+        return x[: hd // 2] * y[: hd // 2] + x[hd // 2 :] * y[hd // 2 :]
+
+    true = torch.stack([pair_products(rope(q, 50 + d), rope(k, 50)) for d in range(40)])  # (d, pair)
+    pairs = rotary_pairs("half", hd, hd)
+
+    def error(scale):
+        folded = scale_pairs(q.reshape(1, hd, 1), pairs, scale.reshape(1, -1)).reshape(hd)
+        return (weights.unsqueeze(1) * (true - pair_products(folded, k)).pow(2)).sum(0)
+
+    best = error(c)
+    assert (best <= error(c.conj()) + 1e-12).all() and (best <= error(torch.ones_like(c)) + 1e-12).all()
+    assert best.sum() < 0.9 * error(torch.ones_like(c)).sum()

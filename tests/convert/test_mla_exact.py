@@ -58,7 +58,7 @@ def logits(path, ids, **config_changes):
         return model(input_ids=ids).logits, model
 
 
-@pytest.mark.parametrize("factor", ["care", "svd"])
+@pytest.mark.parametrize("factor", ["care", "svd", "aware"])
 def test_mqa_at_full_rank_and_full_rope_is_exact(mqa_llama, tmp_path, factor):
     src, text = mqa_llama
     out = tmp_path / f"mla-{factor}"

@@ -46,10 +46,11 @@ class ConvertSection:
         "target mla: D, the head dims that keep RoPE (even, 2..head_dim; required), one key shared by all "
         "heads. The evenly spaced frequency set with the largest measured contribution is kept.",
     )
-    mla_factor: Literal["care", "svd"] = setting(
+    mla_factor: Literal["care", "svd", "aware"] = setting(
         "care",
         "target mla: how [K_nope; V] is factored to rank R: care (SVD in the metric of the calibration "
-        "inputs' second moment) or svd (plain SVD of the weights, the baseline).",
+        "inputs' second moment), svd (plain SVD of the weights, the baseline) or aware (care, with key "
+        "rows weighted by their queries and value rows by o_proj).",
     )
     method: str = setting(
         "mean",

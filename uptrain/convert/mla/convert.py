@@ -29,9 +29,9 @@ from uptrain.convert.calibration import CalibrationSpec, Carry, LayerCalibration
 from uptrain.convert.methods.metric import CalibratedMetric
 from uptrain.convert.mla.layer import MlaShape, mla_layer
 from uptrain.convert.mla.record import FACTORS, approximations, mla_record, mla_result
-from uptrain.convert.mla.rope import choose_pairs, pair_scores
+from uptrain.convert.mla.rope import choose_pairs, mean_rotations, pair_scores
 from uptrain.convert.mla.settings import check_mla_source
-from uptrain.convert.mla.target import LATENT_NORM_EPS, load_target
+from uptrain.convert.mla.target import LATENT_NORM_EPS, load_target, rope_parameters
 from uptrain.convert.mla.write import plan_mla, write_mla
 from uptrain.convert.record import ConversionResult
 from uptrain.convert.stream import Progress
@@ -52,12 +52,14 @@ class _SecondMoments:
 
     def __init__(self) -> None:
         self.moments: dict[int, torch.Tensor] = {}
+        self.distances: dict[int, torch.Tensor | None] = {}
 
     def resume(self) -> Carry | None:
         return None
 
     def finish(self, layer: int, calibration: LayerCalibration, carry: Carry) -> None:
         self.moments[layer] = calibration.second_moment
+        self.distances[layer] = calibration.distances
 
 
 def _attention(source: SourceCheckpoint, arch: Architecture, dims: AttentionDims, layer: int) -> Any:
@@ -87,8 +89,10 @@ def convert_mla(
     tokens = collect_calibration(source, spec, sink, None, calibration_progress)
     calibration = {**spec.record(), "tokens": tokens, "seconds": round(time.perf_counter() - calibrated, 2)}
     metrics = {i: CalibratedMetric(m) for i, m in sink.moments.items()}
+    base = float(rope_parameters(source.config).get("rope_theta", 10000.0))
+    rotations = {i: mean_rotations(d, base, dims.head_dim) for i, d in sink.distances.items()}
     scores = torch.stack(
-        [pair_scores((a := _attention(source, arch, dims, i)).q, a.k, metrics[i].gram(False))
+        [pair_scores((a := _attention(source, arch, dims, i)).q, a.k, metrics[i].gram(False), rotations[i])
          for i in range(dims.layers)]
     )  # fmt: skip
     pairs, share = choose_pairs(scores, rope)
@@ -98,7 +102,8 @@ def convert_mla(
 
     def layer_tensors(layer: int) -> dict[str, torch.Tensor]:
         norm = source.load(target.input_norm.format(layer=layer))
-        tensors, fig = mla_layer(_attention(source, arch, dims, layer), shape, metrics.pop(layer), norm)
+        attn = _attention(source, arch, dims, layer)
+        tensors, fig = mla_layer(attn, shape, metrics.pop(layer), norm, rotations[layer])
         for key, value in fig.items():
             figures.setdefault(key, []).append(float(f"{value:.4g}"))
         return {f"{arch.prefix(layer)}.{n}": t for n, t in tensors.items()}

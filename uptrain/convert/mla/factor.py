@@ -22,16 +22,19 @@ LINEAR_TOLERANCE = 1e-8  # bound on mean(c^2) / eps: the norm deviates from line
 
 
 def latent_factor(
-    rows: torch.Tensor, rank: int, metric: CalibratedMetric | None
+    rows: torch.Tensor, rank: int, metric: CalibratedMetric | None, row_weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(B, A, error): rows (N, in) ~ B (N, R) @ A (R, in), best in the metric's norm (plain Frobenius
-    without one); error is the relative squared error in the metric (in Frobenius without one)."""
+    without one), the rows first weighted by `row_weights` (N, N) when given (A is then the best for
+    the weighted rows, and B the least squares for that A); error is the relative squared error in
+    that norm."""
     rows = rows.double()
     lifted = rows if metric is None else rows @ metric.factor(False)
-    u, s, vh = torch.linalg.svd(lifted, full_matrices=False)
+    weighted = lifted if row_weights is None else row_weights.double() @ lifted
+    u, s, vh = torch.linalg.svd(weighted, full_matrices=False)
     rank_kept = min(rank, s.numel())
-    b = u[:, :rank_kept] * s[:rank_kept]
     basis = vh[:rank_kept]
+    b = u[:, :rank_kept] * s[:rank_kept] if row_weights is None else lifted @ basis.T
     a = basis if metric is None else metric.to_rows(basis, False)
     if rank_kept < rank:  # more latent dims than the rows have: the rest stay zero
         b = torch.cat([b, b.new_zeros(b.shape[0], rank - rank_kept)], 1)

@@ -20,6 +20,8 @@ from uptrain.convert.record import ConversionResult
 FACTORS = {
     "care": "SVD in the metric of the calibration inputs' second moment (CARE)",
     "svd": "plain SVD of the weights (MHA2MLA's joint SVD)",
+    "aware": "SVD in the calibration inputs' metric with key rows weighted by their queries' second "
+    "moment and value rows by o_proj's Gram matrix, each part scaled to the same total",
 }
 
 
@@ -29,12 +31,15 @@ def approximations(dims: AttentionDims, rank: int, pairs: PairSet, share: float,
     full_rank = kv * (2 * hd - rope)
     exact_rope = rope == hd and kv == 1
     rope_text = (
-        f"RoPE kept on {rope} of {hd} head dims ({pairs.describe()}; {share:.1%} of the measured q.k "
-        f"contribution), as one key k_pe shared by all heads: least squares per frequency pair, the heads' "
-        "complex scales folded into q_proj"
+        f"RoPE kept on {rope} of {hd} head dims ({pairs.describe()}; {share:.1%} of the measured cost of "
+        "losing rotation), as one key k_pe shared by all heads: least squares per frequency pair, the "
+        "heads' complex scales folded into q_proj"
     )
     if rope < hd:
-        rope_text += f"; the other {hd - rope} dims are no longer rotated"
+        rope_text += (
+            f"; the other {hd - rope} dims are no longer rotated, their query pairs scaled by the mean "
+            "rotation over the attention distances measured in calibration"
+        )
     rank_text = f"[K_nope; V] ({full_rank} rows over the input) factored to rank {rank} by {FACTORS[factor]}"
     return {
         "rope": ("exact: " if exact_rope else "approximated: ") + rope_text,

@@ -6,11 +6,17 @@ q_pe/k_pe as D/2 pairs at base'^(-2i/D), divided by `factor` when rope_type is l
 exactly the evenly spaced sets {s, s + k, ..., s + k (D/2 - 1)} of source pairs:
 base' = base^(k D / hd) and factor = base^(2 s / hd) (plain default RoPE when s = 0).
 
-Each candidate set is scored by its measured contribution to the attention scores (MHA2MLA's 2-norm
-criterion, on the calibration inputs' second moment S instead of sampled tokens): pair j of query
-head h reading KV head g contributes about sqrt(E|q_hj|^2 E|k_gj|^2), with E|w x|^2 = w S w^T. The
-set with the largest total over heads and layers (each layer's scores normalized to sum 1) is kept;
-the other pairs lose their rotation (their dims become the position-free k_nope/q_nope).
+A pair that loses its rotation becomes position-free (k_nope/q_nope). Its score term
+Re(conj(q) k e^{-i theta d}) at query-key distance d >= 0 is then best replaced, in least squares
+over the distances the source's attention actually spans (measured in calibration, weighted by the
+attention probabilities), by Re(conj(c q) k) with c = E[e^{i theta d}]: the query pair is scaled by c
+(`mean_rotations`). A slow pair (c ~ 1) loses almost nothing; a fast one (c ~ 0) averages out.
+
+The kept set is the candidate whose pairs would cost most to drop: pair j of query head h reading
+KV head g costs about E|q_hj|^2 E|k_gj|^2 (1 - |c_j|^2) (the scores' squared error left after the
+best constant; with E|w x|^2 = w S w^T on the calibration inputs' second moment S). Each layer's
+costs are normalized to sum 1 and summed over layers. MHA2MLA's criterion, sqrt(E|q|^2 E|k|^2)
+alone, ignores that a slow pair barely rotates, and so keeps the slowest pairs.
 """
 
 from __future__ import annotations
@@ -69,13 +75,26 @@ def pair_energies(rows: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
     return energy[:, :half] + energy[:, half:]
 
 
-def pair_scores(q: torch.Tensor, k: torch.Tensor, gram: torch.Tensor) -> torch.Tensor:
-    """One layer's contribution of each pair (hd/2,), normalized to sum 1: sum over query heads h of
-    sqrt(E|q_hj|^2 E|k_g(h)j|^2). q: (H, hd, in), k: (KV, hd, in)."""
+def mean_rotations(distances: torch.Tensor | None, base: float, head_dim: int) -> torch.Tensor:
+    """c_j = E[e^{i theta_j d}] for every source pair j (hd/2,) complex, over the query-key distances d
+    weighted by `distances` (attention mass at d = 0, 1, ...); zeros where none were measured."""
+    theta = float(base) ** (-2 * torch.arange(head_dim // 2, dtype=torch.float64) / head_dim)
+    if distances is None or float(distances.sum()) <= 0:
+        return torch.zeros(head_dim // 2, dtype=torch.complex128)
+    weights = distances.double() / distances.double().sum()
+    angle = theta.unsqueeze(1) * torch.arange(weights.numel(), dtype=torch.float64)
+    return (weights * torch.polar(torch.ones_like(angle), angle)).sum(1)
+
+
+def pair_scores(
+    q: torch.Tensor, k: torch.Tensor, gram: torch.Tensor, rotations: torch.Tensor
+) -> torch.Tensor:
+    """One layer's cost of dropping each pair's rotation (hd/2,), normalized to sum 1: sum over query
+    heads h of E|q_hj|^2 E|k_g(h)j|^2 (1 - |c_j|^2). q: (H, hd, in), k: (KV, hd, in)."""
     per_kv = q.shape[0] // k.shape[0]
     eq = pair_energies(q, gram)
     ek = pair_energies(k, gram).repeat_interleave(per_kv, 0)
-    scores = (eq * ek).sqrt().sum(0)
+    scores = (eq * ek).sum(0) * (1 - rotations.abs().pow(2)).clamp_min(0)
     return scores / scores.sum().clamp_min(1e-300)
 
 
