@@ -69,6 +69,7 @@ def test_unknown_keys_and_wrong_types_name_the_key(raw, fragments):
         ({}, "exactly one of model.path"),
         ({"model": {"path": "m", "convert": {"source": "s", "groups": 2}}}, "exactly one of model.path"),
         ({"model": {"convert": {"source": "s"}}}, "model.convert.groups is required"),
+        ({"model": {"convert": {"source": "s", "target": "mla"}}}, "target mla is not run by uptrain run"),
         ({"model": {"convert": {"groups": 2}}}, "exactly one of model.convert.source or model.tiny"),
         ({"model": {"path": "m", "tiny": {}}}, "model.tiny builds a source"),
         ({**MINIMAL, "budget": {"fraction": 1.5}}, "budget.fraction must be in (0, 1]"),

@@ -163,7 +163,7 @@ def test_bad_dtype_and_method(tiny_llama, tmp_path):
 
 
 def test_missing_groups_is_a_one_line_usage_error(tiny_llama, tmp_path):
-    assert_one_line_error(run_cli("convert", tiny_llama, tmp_path / "out"), "--groups", code=2)
+    assert_one_line_error(run_cli("convert", tiny_llama, tmp_path / "out"), "--groups is required", code=1)
 
 
 def test_stale_temporary_from_a_killed_run_is_removed(tiny_llama, tmp_path):

@@ -39,7 +39,8 @@ def convert(
     as_json: bool = typer.Option(False, "--json", help="With --plan: print the plan as JSON."),
     **options: Any,
 ) -> None:
-    """Convert SRC to G key/value heads per layer and write it to OUT.
+    """Convert SRC to G key/value heads per layer (or, --target mla, to multi-head latent attention)
+    and write it to OUT.
 
     SRC is a model directory, a Hub id, or a .gguf file (dequantized to --dtype, default fp32).
     Every option but --overwrite, --verify, --plan and --json is a key of a run config's model.convert
@@ -114,11 +115,22 @@ def _say_converted(result: Any, out: Path) -> None:
     """What `uptrain convert` prints once OUT is written."""
     d = result.dims
     became = "" if result.target_model_type == result.model_type else f" -> {result.target_model_type}"
-    console.print(
-        f"converted {result.model_type}{became}: {d.heads} query heads, "
-        f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
-    )
-    calibrated = result.record.get("conversion", {}).get("calibration")
+    conversion = result.record.get("conversion", {})
+    if conversion.get("target") == "mla":
+        console.print(
+            f"converted {result.model_type}{became}: {d.heads} query heads, {d.kv_heads} KV heads -> "
+            f"latent {conversion['kv_lora_rank']} + RoPE key {conversion['qk_rope_dim']} ({result.method}), "
+            f"{result.dtype}"
+        )
+        for what, text in conversion["approximations"].items():
+            if what != "exact":
+                console.print(f"  {what}: {text}", markup=False, soft_wrap=True)
+    else:
+        console.print(
+            f"converted {result.model_type}{became}: {d.heads} query heads, "
+            f"{d.kv_heads} -> {result.groups} KV heads ({result.method}), {result.dtype}"
+        )
+    calibrated = conversion.get("calibration")
     if calibrated and "tokens" in calibrated:
         tokens, data, seconds = calibrated["tokens"], calibrated["data"], calibrated["seconds"]
         console.print(f"  calibrated on {tokens:,} tokens of {data} in {seconds:.1f} s")

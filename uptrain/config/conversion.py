@@ -26,8 +26,31 @@ class ConvertSection:
     )
     groups: int | None = setting(
         None,
-        "G, the number of KV heads after conversion (required); divides the source's KV heads. G = 1 is MQA.",
-        cli={"short": "-g", "required": True},
+        "G, the number of KV heads after conversion (required with target gqa); divides the source's KV "
+        "heads. G = 1 is MQA.",
+        cli={"short": "-g"},
+    )
+    target: Literal["gqa", "mla"] = setting(
+        "gqa",
+        "What the attention becomes: gqa (G KV heads, the source's own class) or mla (multi-head latent "
+        "attention as transformers' DeepseekV3, all layers dense: a kv_lora_rank latent and a shared "
+        "qk_rope_dim RoPE key cached per token; Llama and Mistral sources).",
+    )
+    kv_lora_rank: int | None = setting(
+        None,
+        "target mla: R, the latent's size (required). [K_nope; V] is factored to rank R; exact at the "
+        "keys' and values' own rank (KV heads x (2 x head_dim - qk_rope_dim)).",
+    )
+    qk_rope_dim: int | None = setting(
+        None,
+        "target mla: D, the head dims that keep RoPE (even, 2..head_dim; required), one key shared by all "
+        "heads. The evenly spaced frequency set with the largest measured contribution is kept.",
+    )
+    mla_factor: Literal["care", "svd", "aware"] = setting(
+        "care",
+        "target mla: how [K_nope; V] is factored to rank R: care (SVD in the metric of the calibration "
+        "inputs' second moment), svd (plain SVD of the weights, the baseline) or aware (care, with key "
+        "rows weighted by their queries and value rows by o_proj).",
     )
     method: str = setting(
         "mean",

@@ -34,6 +34,11 @@ def check_config(cfg: UptrainConfig, where: str = "") -> None:
             "(or model.tiny alone, to pre-train from scratch)"
         )
     if m.convert is not None:
+        if m.convert.target != "gqa":
+            raise UptrainError(
+                f"{where}model.convert.target {m.convert.target} is not run by uptrain run yet; convert with "
+                "uptrain convert --target mla and point model.path at the output"
+            )
         if m.convert.groups is None:
             raise UptrainError(f"{where}model.convert.groups is required; set the number of KV heads")
         if (m.convert.source is None) == (m.tiny is None):

@@ -15,6 +15,7 @@ from uptrain.config.methods import ComposedMethod, Refine
 from uptrain.convert.calibrated import calibration_of, refine_precision
 from uptrain.convert.calibration import CalibrationSpec
 from uptrain.convert.methods import ConversionMethod, build_method
+from uptrain.convert.mla.settings import check_mla_settings
 from uptrain.errors import SettingError
 
 
@@ -38,6 +39,8 @@ def check_conversion(settings: ConvertSection | CheckedConversion) -> CheckedCon
     a CheckedConversion is returned as it is."""
     if isinstance(settings, CheckedConversion):
         return settings
+    if settings.target == "mla":
+        return _checked_mla(settings)
     if settings.groups is None:
         raise SettingError("<groups> is required; set the number of KV heads to keep")
     if settings.dtype is not None and settings.dtype not in DTYPES:
@@ -52,4 +55,14 @@ def check_conversion(settings: ConvertSection | CheckedConversion) -> CheckedCon
         precision = refine_precision(refine.precision, device)
         steps = steps.replace(dataclasses.replace(refine, precision=precision))
     calibration = calibration_of(settings, steps, device)  # checks the calibration numbers
+    return CheckedConversion(settings, steps, build_method(steps), calibration)
+
+
+def _checked_mla(settings: ConvertSection) -> CheckedConversion:
+    """`--target mla`: its own settings (mla/settings.py) and calibration; the GQA method stays mean,
+    unused."""
+    if settings.dtype is not None and settings.dtype not in DTYPES:
+        raise SettingError(f"<dtype> {settings.dtype!r} is not one of {', '.join(DTYPES)}")
+    calibration = check_mla_settings(settings, resolve_device(settings.device))
+    steps = settings.composed_method()
     return CheckedConversion(settings, steps, build_method(steps), calibration)

@@ -27,6 +27,7 @@ from uptrain.config.conversion import ConvertSection
 from uptrain.convert.calibrated import LayerReports, calibrate, check_calibrated_layout, method_record
 from uptrain.convert.checked import CheckedConversion, check_conversion
 from uptrain.convert.methods import MethodContext
+from uptrain.convert.mla.convert import check_mla_conversion, convert_mla
 from uptrain.convert.partial import PartialConversion, fingerprint, source_files
 from uptrain.convert.plan import ConversionPlan, converted_config, output_dtype, plan_conversion
 from uptrain.convert.record import ConversionResult, conversion_result, provenance_record
@@ -54,6 +55,8 @@ def convert_checkpoint(
     out = Path(out)
     checked = check_conversion(settings)
     settings, method = checked.settings, checked.method
+    if settings.target == "mla":
+        return _convert_mla(source, out, checked, overwrite, progress, calibration_progress, extra_record)
     target = DTYPES[settings.dtype] if settings.dtype else None
     plan = plan_conversion(source, settings.groups, target, route)  # route: planned at a command's door
     first = method.needs_calibration and calibration is None and calibrates_after_translation(plan.route)
@@ -111,6 +114,22 @@ def convert_checkpoint(
     if state:
         state.remove()
     return conversion_result(out, plan, method.name, target, started, record)
+
+
+def _convert_mla(
+    source: SourceCheckpoint, out: Path, checked: CheckedConversion, overwrite: bool, progress: Any,
+    calibration_progress: Any, extra_record: dict[str, Any] | None,
+) -> ConversionResult:  # fmt: skip
+    """`--target mla` (mla/convert.py), after the same checks of OUT as any conversion."""
+    assert checked.calibration is not None  # MLA always calibrates
+    check_mla_conversion(source, checked.settings)
+    _check_not_nested(source, out)
+    side_files(source.root)
+    check_output_free(out, overwrite)
+    return convert_mla(
+        source, out, checked.settings, checked.calibration, overwrite, progress, calibration_progress,
+        extra_record,
+    )  # fmt: skip
 
 
 def _state_key(source: SourceCheckpoint, checked: CheckedConversion, plan: ConversionPlan) -> str:

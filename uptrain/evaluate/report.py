@@ -117,6 +117,8 @@ def versions() -> dict[str, str]:
 
 def _kv_heads(model: Any) -> int | None:
     config = model.config.get_text_config()
+    if getattr(config, "kv_lora_rank", None):  # MLA: one latent (and RoPE key) shared by all heads
+        return 1
     return getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", None)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from uptrain.convert.calibration.stats import Moments, ReplayBatch, add_mixed, replay_kwargs
+from uptrain.convert.calibration.stats import Moments, ReplayBatch, add_distances, add_mixed, replay_kwargs
 
 
 class Stop(Exception):
@@ -30,6 +30,7 @@ class LayerAccumulator:
     def __init__(self, hidden: int, device: torch.device) -> None:
         self.inputs = Moments(hidden, device)
         self.mixed = Moments(hidden, device)
+        self.distances: torch.Tensor | None = None  # attention mass per query-key distance
         self.rotary_dim: int | None = None
         self.replay: list[ReplayBatch] = []
         self.keep = False
@@ -52,6 +53,7 @@ class LayerAccumulator:
         hidden, self._hidden = self._hidden, None
         if probs is not None and hidden is not None and probs.dim() == 4:
             add_mixed(self.mixed, probs, hidden)
+            self.distances = add_distances(self.distances, probs)
 
 
 class PairedAccumulator:

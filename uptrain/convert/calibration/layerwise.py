@@ -120,6 +120,7 @@ def _result(run: _Pass, layer: int, acc: Any, moments: Any) -> LayerCalibration:
     return LayerCalibration(
         second_moment=moments.matrix(),
         mixed_moment=acc.mixed.matrix(),
+        distances=getattr(acc, "distances", None),
         tokens=moments.count,
         rope=arch.rope,
         rotary_dim=0 if arch.rope == "none" else (acc.rotary_dim or 0),

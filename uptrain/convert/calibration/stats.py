@@ -35,6 +35,7 @@ class LayerCalibration:
     modules: AttentionModules | None = None
     cross_moment: torch.Tensor | None = None  # sequential: E[x~_src x~^T], source input against these
     converted: Any = None  # sequential: the layer's converted AttentionWeights, made during calibration
+    distances: torch.Tensor | None = None  # (T,) attention mass at each query-key distance (eager only)
     cache: dict[str, Any] = field(default_factory=dict, repr=False)  # derived data (factors)
 
 
@@ -84,6 +85,19 @@ def add_mixed(moments: Moments, probs: torch.Tensor, hidden: torch.Tensor) -> No
         a = rows[b].reshape(-1, rows.shape[-1])
         x = hidden[b]
         moments.add(x.T @ ((a.T @ a) @ x), a.sum(0) @ x, a.shape[0])
+
+
+def add_distances(total: torch.Tensor | None, probs: torch.Tensor) -> torch.Tensor:
+    """Add the attention mass at each query-key distance d = m - n (summed over batch, heads and
+    queries) of probs (B, H, T, T) to `total` (float64, as long as the longest sequence seen)."""
+    mass = probs.detach().to(torch.float64).sum((0, 1))  # (T, T)
+    found = torch.stack([mass.diagonal(-d).sum() for d in range(mass.shape[0])]).cpu()
+    if total is None:
+        return found
+    if total.numel() < found.numel():
+        total = torch.cat([total, total.new_zeros(found.numel() - total.numel())])
+    total[: found.numel()] += found
+    return total
 
 
 def calibration_batches(

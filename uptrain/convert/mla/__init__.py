@@ -1,0 +1,1 @@
+"""`uptrain convert --target mla`: multi-head latent attention in transformers' DeepseekV3 format."""
