@@ -98,3 +98,14 @@ def test_plain_transformers_loads_generates_and_caches_the_latent(mqa_llama, tmp
     assert per_token == 2 * (rank + rope)
     assert result.kv_bytes_per_token_after == per_token * 4
     assert result.kv_bytes_per_token_before == 2 * 2 * 1 * HEAD_DIM * 8  # K and V, 2 layers, float64
+
+
+def test_the_command_line_converts_reports_and_verifies(mqa_llama, tmp_path):
+    from cli_helpers import run_cli
+
+    src, text = mqa_llama
+    args = ["--target", "mla", "--kv-lora-rank", "8", "--qk-rope-dim", "8", "--calibration-data", str(text)]
+    r = run_cli("convert", src, tmp_path / "out", *args, "--calibration-seq-len", "64", "--verify")
+    assert r.exit_code == 0, r.output
+    assert "latent 8 + RoPE" in r.output and "KV cache per token: 256 B -> 256 B" in r.output
+    assert "serving: not checked for DeepseekV3" in r.output

@@ -10,7 +10,7 @@ import torch
 
 from uptrain.architectures import AttentionDims
 from uptrain.architectures.kv_cache import cached_elements_per_token, cached_kv_bytes_per_token
-from uptrain.checkpoint.dtypes import DTYPE_NAMES
+from uptrain.checkpoint.dtypes import dtype_name
 from uptrain.checkpoint.provenance import now
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.convert.mla.factor import LINEAR_TOLERANCE
@@ -93,7 +93,7 @@ def mla_result(
         dims=dims,
         groups=1,
         method=conversion["method"],
-        dtype=DTYPE_NAMES.get(dtype, str(dtype)),
+        dtype=dtype_name(dtype),
         seconds=time.perf_counter() - started,
         bytes_written=written[0],
         tensors=written[1],
