@@ -125,24 +125,30 @@ def evaluator_against_forward(config: dict, shape: dict, device: str, repeats: i
     }
 
 
+def source_spec(shape: dict, max_positions: int):  # noqa: ANN201 - TinyLlamaSpec, imported late
+    """The random MHA Llama of `shape` that the conversion and decode checks start from."""
+    from uptrain.checkpoint.offline import TinyLlamaSpec
+
+    return TinyLlamaSpec(
+        layers=shape["layers"],
+        hidden=shape["hidden"],
+        heads=shape["heads"],
+        intermediate=shape["hidden"] * 8 // 3,
+        max_positions=max_positions,
+    )
+
+
 def calibrated_conversion(work: Path, shape: dict, cuda: bool) -> dict:
     """`uptrain convert --method fit+refine` of the ~1B MHA source to G = H/4 on the device, 4,096
     calibration tokens of the built-in text (256 for --tiny), in this process: wall time and peak GPU
     memory (torch.cuda.max_memory_allocated), next to `uptrain convert --plan --json`'s figures for
     the same command."""
-    from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+    from uptrain.checkpoint.offline import build_tiny_llama
     from uptrain.checkpoint.source import open_source
     from uptrain.config import ConvertSection
     from uptrain.convert.convert import convert_checkpoint
 
-    spec = TinyLlamaSpec(
-        layers=shape["layers"],
-        hidden=shape["hidden"],
-        heads=shape["heads"],
-        intermediate=shape["hidden"] * 8 // 3,
-        max_positions=1024,
-    )
-    source = build_tiny_llama(work / "source-convert", spec)
+    source = build_tiny_llama(work / "source-convert", source_spec(shape, 1024))
     tokens, seq_len = (256, 64) if shape is TINY else (4096, 512)
     options = {
         "groups": shape["heads"] // 4,
@@ -263,16 +269,9 @@ def main() -> None:
     if args.tiny:
         decode_args += ["--tiny", "--device", "cpu"]
     else:
-        from uptrain.checkpoint.offline import TinyLlamaSpec, build_tiny_llama
+        from uptrain.checkpoint.offline import build_tiny_llama
 
-        spec = TinyLlamaSpec(
-            layers=shape["layers"],
-            hidden=shape["hidden"],
-            heads=shape["heads"],
-            intermediate=shape["hidden"] * 8 // 3,
-            max_positions=8192,
-        )
-        source = build_tiny_llama(work / "source-mha", spec)
+        source = build_tiny_llama(work / "source-mha", source_spec(shape, 8192))
         decode_args += ["--reference", str(source), "--reference-only", "--batches", "1,16,64"]
         decode_args += ["--contexts", "1024,4096", "--repeats", "1"]
     decode = run_script("bench_decode.py", decode_args)

@@ -5,7 +5,6 @@ kv_b_proj in the shard of its q_proj; o_proj is carried as it is."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from uptrain.architectures import Architecture, AttentionDims
 from uptrain.checkpoint.shards import SourceCheckpoint
 from uptrain.checkpoint.writer import PlannedTensor, ShardWriter
 from uptrain.convert.plan import shard_file_names
-from uptrain.convert.stream import Progress, StreamProgress
+from uptrain.convert.stream import Progress, StreamProgress, write_index
 
 REPLACED = ("q", "k", "v")  # the source projections each layer's MLA tensors replace
 
@@ -113,7 +112,4 @@ def write_mla(
         for writer in writers:
             writer.abort()
         raise
-    if len(plan.shard_files) > 1:
-        weight_map = {t.name: f for f, ts in zip(plan.shard_files, plan.outputs, strict=True) for t in ts}
-        index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
-        (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    write_index(directory, plan)  # the GQA path's index writer: it reads shard_files, outputs, total_bytes
